@@ -1,0 +1,109 @@
+# django-bounce-tracker — developer commands.
+#   make demo    the example site with demo data on http://127.0.0.1:8000/admin/
+#   make test    lint, then the whole suite on SQLite, MariaDB and PostgreSQL
+#                (and again on Django 4.2 LTS with TEST_DJANGO42=1)
+#   make lint    ruff and mypy
+#   make bench   the send-overhead benchmark
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Debian's interpreter when present: a virtualenv made from it is readable by the
+# unprivileged user Postfix runs pipe commands as (a pyenv under /root is not).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV ?= .venv
+VENV42 ?= .venv-django42
+BIN := $(VENV)/bin
+EXTRAS := mysql,postgres,dev
+
+MYSQL_URL ?= mysql://root:@127.0.0.1:3306/bounce_tracker
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/bounce_tracker
+DEMO_DB ?= sqlite:///$(CURDIR)/example_project/demo.sqlite3
+DEMO_ADDR ?= 127.0.0.1:8000
+
+PYTEST_ARGS ?=
+
+.PHONY: help
+help:
+	@sed -n '2,6p' Makefile
+
+# mysqlclient compiles against the MariaDB/MySQL client headers.
+.PHONY: mysql-headers
+mysql-headers:
+	@if pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing the MariaDB client headers (libmariadb-dev, pkg-config)..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; \
+	else \
+		echo "mysqlclient needs the MariaDB client headers. Run:"; \
+		echo "    sudo apt-get install -y libmariadb-dev pkg-config"; \
+		exit 1; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | mysql-headers
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+$(VENV42)/.installed: pyproject.toml | mysql-headers
+	$(PYTHON) -m venv $(VENV42)
+	$(VENV42)/bin/pip install -q --upgrade pip
+	$(VENV42)/bin/pip install -q -e ".[$(EXTRAS)]" "Django>=4.2,<5.0"
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed
+
+.PHONY: lint
+lint: $(VENV)/.installed
+	$(BIN)/ruff check bounce_tracker tests benchmarks example_project
+	$(BIN)/ruff format --check bounce_tracker tests benchmarks example_project
+	$(BIN)/mypy bounce_tracker
+	$(BIN)/python -m django makemigrations --check --dry-run --settings tests.settings >/dev/null
+
+# One pass per database; tests marked for another database's server are deselected.
+# A database that is not running makes its pass skip (or fail, when
+# BOUNCE_TRACKER_REQUIRE_SERVICES=1).
+define run_suite
+	@echo "=== $(1): SQLite ==="
+	$(2)/bin/python -m pytest -m "not mysql and not postgres" $(PYTEST_ARGS)
+	@echo "=== $(1): MariaDB ==="
+	DATABASE_URL=$(MYSQL_URL) $(2)/bin/python -m pytest -m "not postgres" $(PYTEST_ARGS)
+	@echo "=== $(1): PostgreSQL ==="
+	DATABASE_URL=$(POSTGRES_URL) $(2)/bin/python -m pytest -m "not mysql" $(PYTEST_ARGS)
+endef
+
+.PHONY: test
+test: lint test-suite
+ifeq ($(TEST_DJANGO42),1)
+test: test-django42
+endif
+
+.PHONY: test-suite
+test-suite: $(VENV)/.installed
+	$(call run_suite,Django $$($(BIN)/python -c 'import django; print(django.get_version())'),$(VENV))
+
+.PHONY: test-django42
+test-django42: $(VENV42)/.installed
+	$(call run_suite,Django $$($(VENV42)/bin/python -c 'import django; print(django.get_version())'),$(VENV42))
+
+.PHONY: coverage
+coverage: $(VENV)/.installed
+	$(BIN)/coverage run -m pytest -m "not mysql and not postgres" $(PYTEST_ARGS)
+	$(BIN)/coverage report
+
+.PHONY: demo
+demo: $(VENV)/.installed
+	cd example_project && DATABASE_URL=$(DEMO_DB) ../$(BIN)/python manage.py migrate --noinput
+	cd example_project && DATABASE_URL=$(DEMO_DB) ../$(BIN)/python manage.py load_demo_data
+	cd example_project && DATABASE_URL=$(DEMO_DB) ../$(BIN)/python manage.py runserver $(DEMO_ADDR)
+
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/send_overhead.py
+
+.PHONY: clean
+clean:
+	rm -rf $(VENV) $(VENV42) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

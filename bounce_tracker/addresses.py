@@ -1,0 +1,91 @@
+"""Parsing, validating and normalizing the recipient addresses of outgoing mail.
+
+One address maps to one tracker row whatever the letter case it was written in,
+so everything that looks up or stores an address goes through
+:func:`normalize_email`.
+"""
+
+from __future__ import annotations
+
+from email import _header_value_parser as header_parser
+from email.errors import HeaderParseError
+
+#: RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, so an address at most 254.
+MAX_ADDRESS_OCTETS = 254
+
+
+class InvalidMessageError(ValueError):
+    """A message that can't be sent safely (no recipients, a line break in a header…)."""
+
+
+class InvalidAddressError(InvalidMessageError):
+    """An address that cannot be sent to safely; the message says what is wrong."""
+
+
+def _ascii_domain(domain: str) -> str:
+    domain = domain.lower().rstrip(".")
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        # Python's IDNA 2003 codec refuses some valid IDNA 2008 names; keep them as written.
+        return domain
+
+
+def parse_address(value: str | tuple[str, str]) -> str:
+    """The bare ``local@domain`` of a recipient as Django accepts it.
+
+    Accepts ``alice@example.com``, ``"Alice" <alice@example.com>`` and Django's
+    ``(name, address)`` tuples. Raises :class:`InvalidAddressError` naming the problem
+    for line breaks, a missing ``@`` or domain, unparsable text and addresses over
+    254 octets.
+    """
+    if isinstance(value, tuple):
+        value = value[1]
+    if not isinstance(value, str):
+        raise InvalidAddressError(f"Recipient {value!r} is not a string.")
+    if "\r" in value or "\n" in value:
+        raise InvalidAddressError(f"Address {value!r} contains a line break (CR or LF).")
+    if "\x00" in value:
+        raise InvalidAddressError(f"Address {value!r} contains a NUL character.")
+    text = value.strip()
+    if not text:
+        raise InvalidAddressError("Empty recipient address.")
+    if "@" not in text or text.rstrip(">").rstrip().endswith("@"):
+        raise InvalidAddressError(f"Address {value!r} has no '@domain' part.")
+    try:
+        mailbox, rest = header_parser.get_mailbox(text)
+    except (HeaderParseError, ValueError, IndexError) as exc:
+        raise InvalidAddressError(f"Address {value!r} cannot be parsed: {exc}") from None
+    if rest:
+        raise InvalidAddressError(
+            f"Address {value!r} is not one mailbox; only {str(mailbox)!r} could be parsed."
+        )
+    local_part = mailbox.local_part
+    domain = mailbox.domain
+    if not local_part or not domain:
+        raise InvalidAddressError(f"Address {value!r} has no '@domain' part.")
+    address = f"{local_part}@{domain}"
+    if len(address.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+        raise InvalidAddressError(
+            f"Address {address[:40]!r}... is longer than {MAX_ADDRESS_OCTETS} octets."
+        )
+    return address
+
+
+def normalize_email(address: str) -> str:
+    """The canonical, case-folded form of a bare address: the key of its tracker row.
+
+    The local part is lower-cased (every common MTA treats it case-insensitively) and
+    the domain is lower-cased and converted to its ASCII (IDNA) form, so
+    ``Bob@Bücher.DE`` and ``bob@xn--bcher-kva.de`` are the same row.
+    """
+    local_part, _, domain = address.rpartition("@")
+    if not local_part or not domain:
+        raise InvalidAddressError(f"Address {address!r} has no '@domain' part.")
+    normalized = f"{local_part.lower()}@{_ascii_domain(domain)}"
+    if len(normalized.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+        raise InvalidAddressError(
+            f"Address {address[:40]!r}... is longer than {MAX_ADDRESS_OCTETS} octets "
+            "once its domain is in ASCII (IDNA) form."
+        )
+    return normalized

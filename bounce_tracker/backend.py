@@ -1,0 +1,221 @@
+"""``BounceTrackingBackend``: sends one copy per recipient with a VERP return path.
+
+Use it as ``EMAIL_BACKEND = "bounce_tracker.backend.BounceTrackingBackend"``; it
+wraps the backend named in ``BOUNCE_TRACKER["BACKEND"]`` (Django's SMTP backend by
+default), which does the real sending.
+
+For every message and every distinct recipient (to, cc and bcc, compared
+case-insensitively) it asks the policy, and if the answer is "send", hands the
+inner backend a copy whose envelope has that one recipient and the recipient's
+VERP envelope sender. The visible From, To and Cc headers stay exactly as the
+caller wrote them, and Bcc recipients never appear in any header.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import smtplib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.utils.module_loading import import_string
+
+from bounce_tracker.addresses import (
+    InvalidAddressError,
+    InvalidMessageError,
+    normalize_email,
+    parse_address,
+)
+from bounce_tracker.conf import DEFAULTS, get_settings
+from bounce_tracker.models import EmailAddressTracker
+from bounce_tracker.policy import Verdict, load_policy
+from bounce_tracker.signals import recipient_suppressed
+from bounce_tracker.tracking import ensure_trackers, record_sent
+from bounce_tracker.verp import return_path
+
+logger = logging.getLogger("bounce_tracker")
+
+
+def _check_header(name: str, value: object) -> None:
+    text = str(value)
+    if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
+        raise InvalidMessageError(f"Header {name!r} contains a line break (CR or LF): {text!r}")
+
+
+def message_recipients(message: EmailMessage) -> dict[str, str]:
+    """The message's distinct recipients: normalized address → the value as written.
+
+    Raises :class:`~bounce_tracker.addresses.InvalidMessageError` (or its subclass
+    :class:`~bounce_tracker.addresses.InvalidAddressError`) for anything that can't
+    be sent safely, before anything is sent.
+    """
+    _check_header("Subject", message.subject)
+    _check_header("From", message.from_email)
+    for name, value in message.extra_headers.items():
+        _check_header(name, value)
+    for value in message.reply_to:
+        parse_address(value)
+    parse_address(message.extra_headers.get("From", message.from_email))
+
+    recipients: dict[str, str] = {}
+    for value in [*message.to, *message.cc, *message.bcc]:
+        address = parse_address(value)
+        recipients.setdefault(normalize_email(address), value)
+    if not recipients:
+        raise InvalidMessageError(
+            f"Message {message.subject!r} has no recipients: to, cc and bcc are all empty."
+        )
+    return recipients
+
+
+def recipient_copy(message: EmailMessage, recipient: str, envelope_sender: str) -> EmailMessage:
+    """A copy of ``message`` for one envelope recipient, with the VERP envelope sender.
+
+    The copy's visible From/To/Cc headers are the ones Django would have rendered for
+    the original; the recipient goes in ``bcc`` so it is an envelope recipient only.
+    """
+    duplicate = copy.copy(message)
+    headers = dict(message.extra_headers)
+    headers["From"] = message.extra_headers.get("From", message.from_email)
+    for name, values in (("To", message.to), ("Cc", message.cc)):
+        # Django renders To/Cc from extra_headers[name] when given, else from the
+        # list, and only when the list is not empty: keep exactly that.
+        headers.pop(name, None)
+        if values:
+            headers[name] = message.extra_headers.get(name, ", ".join(str(v) for v in values))
+    duplicate.extra_headers = headers
+    duplicate.from_email = envelope_sender
+    duplicate.to = []
+    duplicate.cc = []
+    duplicate.bcc = [recipient]
+    return duplicate
+
+
+class BounceTrackingBackend(BaseEmailBackend):
+    """Wraps the real backend; sends per-recipient VERP copies and applies the policy.
+
+    Keyword arguments named like ``BOUNCE_TRACKER`` keys in lower case
+    (``bounce_domain=…``, ``backend=…``, ``observe_only=…``) override the settings
+    for this instance; every other keyword argument goes to the inner backend.
+    """
+
+    def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
+        overrides = {
+            name.upper(): kwargs.pop(name) for name in list(kwargs) if name.upper() in DEFAULTS
+        }
+        super().__init__(fail_silently=fail_silently)
+        self.tracker_settings = get_settings(overrides)
+        backend_class = import_string(self.tracker_settings.backend)
+        self.inner: BaseEmailBackend = backend_class(fail_silently=fail_silently, **kwargs)
+        self.policy = load_policy(self.tracker_settings)
+
+    def open(self) -> bool | None:
+        return self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        """Send the messages; return how many had at least one copy accepted."""
+        if not email_messages:
+            return 0
+        plans = [(message, message_recipients(message)) for message in email_messages]
+        trackers = ensure_trackers(
+            (address for _, recipients in plans for address in recipients), self.tracker_settings
+        )
+        # accepted: copies per address; sent: messages with at least one copy accepted.
+        accepted: Counter[str] = Counter()
+        sent: list[EmailMessage] = []
+        new_connection = self.inner.open()
+        try:
+            for message, recipients in plans:
+                self._send_copies(message, recipients, trackers, accepted, sent)
+        except Exception:
+            if not self.fail_silently:
+                raise
+            logger.exception("Sending failed after %d message(s); fail_silently is set.",
+                             len(sent))
+        finally:
+            self._count(trackers, accepted)
+            if new_connection:
+                self.inner.close()
+        return len(sent)
+
+    def _send_copies(
+        self,
+        message: EmailMessage,
+        recipients: dict[str, str],
+        trackers: dict[str, EmailAddressTracker],
+        accepted: Counter[str],
+        sent: list[EmailMessage],
+    ) -> None:
+        """Send one message's allowed copies, counting them in ``accepted`` and ``sent``.
+
+        A recipient refused by the SMTP server doesn't stop the others, as with one
+        multi-recipient message; only when the server refused every recipient the
+        policy allowed is :class:`smtplib.SMTPRecipientsRefused` raised, as smtplib
+        itself does.
+        """
+        copies_accepted = 0
+        refused: dict[str, tuple[int, bytes]] = {}
+        for address, written in recipients.items():
+            tracker = trackers[address]
+            if not self._allowed(tracker, message):
+                continue
+            envelope_sender = return_path(tracker.encoded_from, self.tracker_settings)
+            try:
+                sent_count = self.inner.send_messages(
+                    [recipient_copy(message, written, envelope_sender)]
+                )
+            except smtplib.SMTPRecipientsRefused as exc:
+                refused.update(exc.recipients)
+                continue
+            if sent_count:
+                accepted[address] += 1
+                copies_accepted += 1
+                if copies_accepted == 1:
+                    sent.append(message)
+        if refused and not copies_accepted:
+            raise smtplib.SMTPRecipientsRefused(refused)  # type: ignore[arg-type]
+
+    def _allowed(self, tracker: EmailAddressTracker, message: EmailMessage) -> bool:
+        verdict = self.policy(tracker, message)
+        if verdict.send:
+            return True
+        observe_only = self.tracker_settings.observe_only
+        self._report_suppressed(tracker, message, verdict, observe_only)
+        return observe_only
+
+    def _report_suppressed(
+        self, tracker: EmailAddressTracker, message: EmailMessage, verdict: Verdict,
+        observe_only: bool,
+    ) -> None:
+        logger.info(
+            "%s %s: %s",
+            "Would suppress (observe only)" if observe_only else "Suppressed",
+            tracker.email, verdict.reason,
+            extra={"email": tracker.email, "reason": verdict.reason, "observe_only": observe_only},
+        )
+        for receiver, response in recipient_suppressed.send_robust(
+            sender=type(self), tracker=tracker, message=message, verdict=verdict,
+            observe_only=observe_only,
+        ):
+            if isinstance(response, Exception):
+                logger.error("recipient_suppressed receiver %r failed", receiver,
+                             exc_info=response)
+
+    def _count(self, trackers: dict[str, EmailAddressTracker], accepted: Counter[str]) -> None:
+        # The copies are already out: failing to count them must not make the caller
+        # believe the send failed (and send again), so log instead of raising.
+        try:
+            record_sent(trackers, accepted)
+        except Exception:
+            logger.exception("Sent %d cop(ies) but could not update their counters.",
+                             sum(accepted.values()))
+
+
+__all__ = ["BounceTrackingBackend", "InvalidAddressError", "InvalidMessageError"]

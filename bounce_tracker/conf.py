@@ -1,0 +1,296 @@
+"""The ``BOUNCE_TRACKER`` settings dict: defaults, validation and access.
+
+Settings are read when they are used, never at import time, so that tests can
+override them and a missing setting fails where it matters (a system check, the
+backend's constructor) rather than on ``import bounce_tracker``.
+
+Every validation rule lives in :func:`validate`; the system checks in
+:mod:`bounce_tracker.checks` and :func:`get_settings` both use it, so a value the
+checks accept is a value the code can run with.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+#: RFC 5321: a local part is at most 64 octets.
+MAX_LOCAL_PART_OCTETS = 64
+#: Characters a VERP token is made of (lowercase base32); see :mod:`bounce_tracker.verp`.
+TOKEN_LENGTH = 26
+#: Delimiters that Postfix's ``recipient_delimiter`` can use without quoting.
+ALLOWED_DELIMITERS = ("+", "-", "_", ".")
+
+TRACKING_BACKEND_PATH = "bounce_tracker.backend.BounceTrackingBackend"
+
+DEFAULTS: dict[str, Any] = {
+    # Where bounces come back: the envelope sender is <local part>@BOUNCE_DOMAIN.
+    "BOUNCE_DOMAIN": None,
+    # The local part before the delimiter, e.g. "bounces" in bounces+<token>@...
+    "VERP_PREFIX": "bounces",
+    # Must agree with Postfix's recipient_delimiter.
+    "VERP_DELIMITER": "+",
+    # "token" (unguessable HMAC token) or "readable" (<user>=<domain>, the original recipe).
+    "VERP_FORMAT": "token",
+    # Key for the VERP token HMAC; None derives one from SECRET_KEY.
+    "VERP_SECRET": None,
+    # The backend that really sends the mail.
+    "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+    # Dotted path to the policy callable; see bounce_tracker.policy.
+    "POLICY": "bounce_tracker.policy.default_policy",
+    # Soft-bounce suppression: the last N counted bounces (1..3) all within the window.
+    "SOFT_BOUNCE_LIMIT": 3,
+    "SOFT_BOUNCE_WINDOW_DAYS": 14,
+    # Evaluate the policy and report what it would suppress, but send everything.
+    "OBSERVE_ONLY": False,
+}
+
+_PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
+# A DNS name: labels of letters, digits and hyphens (IDN domains in their A-label form).
+_DOMAIN_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+VerpFormat = Literal["token", "readable"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad setting: the check ID, what is wrong and how to fix it."""
+
+    id: str
+    msg: str
+    hint: str
+    level: Literal["error", "warning"] = "error"
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """The validated ``BOUNCE_TRACKER`` settings, with defaults filled in."""
+
+    bounce_domain: str
+    verp_prefix: str
+    verp_delimiter: str
+    verp_format: VerpFormat
+    verp_secret: bytes | None
+    backend: str
+    policy: str
+    soft_bounce_limit: int
+    soft_bounce_window: timedelta
+    observe_only: bool
+
+
+def raw_settings() -> dict[str, Any]:
+    """The user's ``BOUNCE_TRACKER`` dict (unvalidated), or ``{}`` when unset."""
+    value = getattr(django_settings, "BOUNCE_TRACKER", {})
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ImproperlyConfigured("settings.BOUNCE_TRACKER must be a dict.")
+    return dict(value)
+
+
+def merged_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then ``settings.BOUNCE_TRACKER``, then ``overrides`` (upper-case keys)."""
+    merged = dict(DEFAULTS)
+    merged.update(raw_settings())
+    if overrides:
+        merged.update(overrides)
+    return merged
+
+
+def normalize_domain(domain: str) -> str:
+    """Lower-case a domain and convert an IDN to its ASCII (A-label) form."""
+    domain = domain.strip().rstrip(".").lower()
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+def _is_valid_domain(domain: object) -> bool:
+    if not isinstance(domain, str) or not domain or len(domain) > 253:
+        return False
+    ascii_domain = normalize_domain(domain)
+    labels = ascii_domain.split(".")
+    return len(labels) >= 2 and all(_DOMAIN_LABEL_RE.match(label) for label in labels)
+
+
+def _check_importable(
+    values: Mapping[str, Any], key: str, check_id: str, what: str
+) -> tuple[Any, list[Problem]]:
+    path = values.get(key)
+    if not isinstance(path, str) or not path:
+        return None, [Problem(check_id, f"BOUNCE_TRACKER['{key}'] must be a dotted path.",
+                              f"Set it to the dotted path of {what}.")]
+    try:
+        return import_string(path), []
+    except ImportError as exc:
+        return None, [Problem(check_id, f"BOUNCE_TRACKER['{key}'] = {path!r} cannot be imported: {exc}",
+                              f"Set it to the dotted path of {what}.")]
+
+
+def validate(values: Mapping[str, Any]) -> list[Problem]:  # noqa: C901 - a flat list of rules
+    """Every problem with a merged settings dict; empty when all is well."""
+    from django.core.mail.backends.base import BaseEmailBackend
+
+    problems: list[Problem] = []
+
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        problems.append(Problem(
+            "bounce_tracker.W001",
+            f"Unknown BOUNCE_TRACKER keys: {', '.join(unknown)}.",
+            f"Known keys: {', '.join(sorted(DEFAULTS))}. Check the spelling.",
+            level="warning",
+        ))
+
+    if not values.get("BOUNCE_DOMAIN"):
+        problems.append(Problem(
+            "bounce_tracker.E001", "BOUNCE_TRACKER['BOUNCE_DOMAIN'] is not set.",
+            "Set it to the domain whose MX is your Postfix, e.g. 'bounces.example.com'.",
+        ))
+    elif not _is_valid_domain(values["BOUNCE_DOMAIN"]):
+        problems.append(Problem(
+            "bounce_tracker.E001",
+            f"BOUNCE_TRACKER['BOUNCE_DOMAIN'] = {values['BOUNCE_DOMAIN']!r} is not a valid domain.",
+            "Use a fully qualified domain name such as 'bounces.example.com' (no '@', no spaces).",
+        ))
+
+    prefix = values.get("VERP_PREFIX")
+    max_prefix = MAX_LOCAL_PART_OCTETS - 1 - TOKEN_LENGTH
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix) or len(prefix) > max_prefix:
+        problems.append(Problem(
+            "bounce_tracker.E002",
+            f"BOUNCE_TRACKER['VERP_PREFIX'] = {prefix!r} is not a usable local part prefix.",
+            f"Use 1 to {max_prefix} lower-case letters, digits, '.', '-' or '_', "
+            "starting and ending with a letter or digit.",
+        ))
+
+    delimiter = values.get("VERP_DELIMITER")
+    if delimiter not in ALLOWED_DELIMITERS:
+        problems.append(Problem(
+            "bounce_tracker.E003",
+            f"BOUNCE_TRACKER['VERP_DELIMITER'] = {delimiter!r} is not supported.",
+            f"Use one of {', '.join(ALLOWED_DELIMITERS)}, the same as Postfix's recipient_delimiter.",
+        ))
+    elif isinstance(prefix, str) and delimiter in prefix:
+        problems.append(Problem(
+            "bounce_tracker.E003",
+            f"BOUNCE_TRACKER['VERP_PREFIX'] = {prefix!r} contains the delimiter {delimiter!r}.",
+            "Postfix splits the local part at the first delimiter; keep it out of the prefix.",
+        ))
+
+    backend, backend_problems = _check_importable(
+        values, "BACKEND", "bounce_tracker.E004", "a Django email backend class")
+    problems += backend_problems
+    if backend is not None:
+        from bounce_tracker.backend import BounceTrackingBackend
+
+        if not (isinstance(backend, type) and issubclass(backend, BaseEmailBackend)):
+            problems.append(Problem(
+                "bounce_tracker.E004",
+                f"BOUNCE_TRACKER['BACKEND'] = {values['BACKEND']!r} is not an email backend class.",
+                "Name a subclass of django.core.mail.backends.base.BaseEmailBackend.",
+            ))
+        elif issubclass(backend, BounceTrackingBackend):
+            problems.append(Problem(
+                "bounce_tracker.E005",
+                "BOUNCE_TRACKER['BACKEND'] is the bounce tracking backend itself.",
+                "Name the backend that really sends, e.g. "
+                "'django.core.mail.backends.smtp.EmailBackend'.",
+            ))
+
+    policy, policy_problems = _check_importable(
+        values, "POLICY", "bounce_tracker.E006", "a policy callable")
+    problems += policy_problems
+    if policy is not None and not callable(policy):
+        problems.append(Problem(
+            "bounce_tracker.E006",
+            f"BOUNCE_TRACKER['POLICY'] = {values['POLICY']!r} is not callable.",
+            "Name a function taking (tracker, message) and returning a Verdict.",
+        ))
+
+    limit = values.get("SOFT_BOUNCE_LIMIT")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 3:
+        problems.append(Problem(
+            "bounce_tracker.E007",
+            f"BOUNCE_TRACKER['SOFT_BOUNCE_LIMIT'] = {limit!r} must be 1, 2 or 3.",
+            "The tracker keeps the last three bounce times; the limit counts among them.",
+        ))
+
+    window = values.get("SOFT_BOUNCE_WINDOW_DAYS")
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= 3650:
+        problems.append(Problem(
+            "bounce_tracker.E008",
+            f"BOUNCE_TRACKER['SOFT_BOUNCE_WINDOW_DAYS'] = {window!r} must be a number of days "
+            "greater than 0 and at most 3650.",
+            "The default is 14.",
+        ))
+
+    if values.get("VERP_FORMAT") not in ("token", "readable"):
+        problems.append(Problem(
+            "bounce_tracker.E009",
+            f"BOUNCE_TRACKER['VERP_FORMAT'] = {values.get('VERP_FORMAT')!r} is not supported.",
+            "Use 'token' (the default, unguessable) or 'readable' (<user>=<domain>).",
+        ))
+
+    secret = values.get("VERP_SECRET")
+    if secret is not None and (not isinstance(secret, str | bytes) or len(secret) < 16):
+        problems.append(Problem(
+            "bounce_tracker.E010",
+            "BOUNCE_TRACKER['VERP_SECRET'] must be a string of at least 16 characters, or None.",
+            "Leave it unset to derive the key from SECRET_KEY.",
+        ))
+
+    if not isinstance(values.get("OBSERVE_ONLY"), bool):
+        problems.append(Problem(
+            "bounce_tracker.E011",
+            f"BOUNCE_TRACKER['OBSERVE_ONLY'] = {values.get('OBSERVE_ONLY')!r} must be True or False.",
+            "Use True during rollout to see what the policy would suppress.",
+        ))
+
+    return problems
+
+
+# Validation imports the backend and the policy, too slow to repeat for every
+# recipient of a large batch; so results are kept per distinct settings value.
+_validated: dict[str, TrackerSettings] = {}
+
+
+def get_settings(overrides: Mapping[str, Any] | None = None) -> TrackerSettings:
+    """The validated settings, read now; raises ImproperlyConfigured on the first error."""
+    values = merged_settings(overrides)
+    key = repr(sorted(values.items()))
+    cached = _validated.get(key)
+    if cached is not None:
+        return cached
+    if len(_validated) > 32:
+        _validated.clear()
+    _validated[key] = result = _build_settings(values)
+    return result
+
+
+def _build_settings(values: dict[str, Any]) -> TrackerSettings:
+    errors = [p for p in validate(values) if p.level == "error"]
+    if errors:
+        first = errors[0]
+        raise ImproperlyConfigured(f"{first.msg} {first.hint} ({first.id})")
+    secret = values["VERP_SECRET"]
+    return TrackerSettings(
+        bounce_domain=normalize_domain(values["BOUNCE_DOMAIN"]),
+        verp_prefix=values["VERP_PREFIX"],
+        verp_delimiter=values["VERP_DELIMITER"],
+        verp_format=values["VERP_FORMAT"],
+        verp_secret=secret.encode() if isinstance(secret, str) else secret,
+        backend=values["BACKEND"],
+        policy=values["POLICY"],
+        soft_bounce_limit=values["SOFT_BOUNCE_LIMIT"],
+        soft_bounce_window=timedelta(days=values["SOFT_BOUNCE_WINDOW_DAYS"]),
+        observe_only=values["OBSERVE_ONLY"],
+    )

@@ -1,0 +1,138 @@
+"""The tracker table: one row per recipient address, as in the original recipe.
+
+The field names mirror the original MySQL ``EmailAddressTracker`` table
+(``EmailAddress`` → ``email``, ``EncodedFROM`` → ``encoded_from`` …) because
+outside tools and the legacy import rely on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from bounce_tracker.addresses import normalize_email
+
+
+class CaseFoldedCharField(models.CharField):  # type: ignore[type-arg]
+    """A CharField whose values are stored lower-cased and compared byte for byte.
+
+    Values are lower-cased on the way in, which makes a plain unique index
+    case-insensitive on every database. On MySQL/MariaDB the column also gets a
+    binary collation: the usual ``*_general_ci`` collations treat ``josé`` and
+    ``jose`` as equal, which would merge two different addresses into one row.
+    The collation is chosen per connection, so migrations stay database-neutral.
+    """
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        return value.lower() if isinstance(value, str) else value
+
+    def db_parameters(self, connection: BaseDatabaseWrapper) -> dict[str, Any]:
+        parameters = super().db_parameters(connection)
+        if connection.vendor == "mysql" and not self.db_collation:
+            parameters["collation"] = "utf8mb4_bin"
+        return parameters
+
+
+class SuppressionReason(models.TextChoices):
+    """Why an address is not sent to; stored on the tracker row."""
+
+    HARD_BOUNCE = "hard", _("hard bounce")
+    COMPLAINT = "complaint", _("spam complaint")
+    MANUAL = "manual", _("suppressed by staff")
+
+
+class EmailAddressTrackerQuerySet(models.QuerySet["EmailAddressTracker"]):
+    def for_email(self, address: str) -> EmailAddressTrackerQuerySet:
+        """Rows for ``address`` in any letter case."""
+        return self.filter(email=normalize_email(address))
+
+    def for_local_part(self, local_part: str) -> EmailAddressTrackerQuerySet:
+        """Rows whose VERP local part is ``local_part`` in any letter case."""
+        return self.filter(encoded_from=local_part.lower())
+
+    def suppressed(self) -> EmailAddressTrackerQuerySet:
+        """Rows marked suppressed (hard bounce, complaint, staff) and not ignoring bounces."""
+        return self.exclude(suppressed_reason="").filter(ignore_bounces=False)
+
+
+class EmailAddressTracker(models.Model):
+    """Per-address sending and bounce counters, and the suppression state.
+
+    Timestamps are NULL for "never" (the original table used zero dates).
+    """
+
+    email = CaseFoldedCharField(
+        _("email address"), max_length=254, unique=True,
+        help_text=_("Stored lower-case: one row per address in any letter case."),
+    )
+    encoded_from = CaseFoldedCharField(
+        _("VERP local part"), max_length=64, unique=True,
+        help_text=_("The local part of the return path this address's mail is sent with."),
+    )
+    ignore_bounces = models.BooleanField(
+        _("ignore bounces"), default=False,
+        help_text=_("Always send to this address, whatever it bounced."),
+    )
+    msg_count = models.PositiveIntegerField(_("messages sent"), default=0)
+    first_email = models.DateTimeField(_("first email"), null=True, blank=True)
+    last_email = models.DateTimeField(_("last email"), null=True, blank=True)
+    first_bounce = models.DateTimeField(_("first bounce"), null=True, blank=True)
+    last_bounce = models.DateTimeField(_("last bounce"), null=True, blank=True)
+    last_bounce2 = models.DateTimeField(_("second-to-last bounce"), null=True, blank=True)
+    last_bounce3 = models.DateTimeField(_("third-to-last bounce"), null=True, blank=True)
+    bounce_count = models.PositiveIntegerField(_("bounces"), default=0)
+    suppressed_reason = models.CharField(
+        _("suppressed because"), max_length=16, blank=True, default="",
+        choices=SuppressionReason.choices,
+        help_text=_("Empty when the address is not suppressed."),
+    )
+    suppressed_at = models.DateTimeField(_("suppressed since"), null=True, blank=True)
+    suppressed_detail = models.CharField(
+        _("suppression detail"), max_length=255, blank=True, default="",
+        help_text=_("E.g. the status code and diagnostic of the bounce that suppressed it."),
+    )
+
+    objects = EmailAddressTrackerQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("email address tracker")
+        verbose_name_plural = _("email address trackers")
+        ordering = ("email",)
+        indexes = [
+            models.Index(fields=["suppressed_reason", "ignore_bounces"],
+                         name="bounce_trk_suppressed_idx"),
+            models.Index(fields=["last_bounce"], name="bounce_trk_last_bounce_idx"),
+        ]
+        # email and encoded_from are unique, so they are indexed already.
+
+    def __str__(self) -> str:
+        return self.email
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.email = normalize_email(self.email)
+        self.encoded_from = self.encoded_from.lower()
+        super().save(*args, **kwargs)
+
+    @property
+    def is_suppressed(self) -> bool:
+        """Marked suppressed (hard bounce, complaint, staff) and not ignoring bounces."""
+        return bool(self.suppressed_reason) and not self.ignore_bounces
+
+    def suppress(self, reason: SuppressionReason, detail: str = "") -> None:
+        """Mark this address suppressed now (saves only the suppression fields)."""
+        self.suppressed_reason = reason
+        self.suppressed_at = timezone.now()
+        self.suppressed_detail = detail[:255]
+        self.save(update_fields=["suppressed_reason", "suppressed_at", "suppressed_detail"])
+
+    def unsuppress(self) -> None:
+        """Clear the suppression mark (counters and bounce times are kept)."""
+        self.suppressed_reason = ""
+        self.suppressed_at = None
+        self.suppressed_detail = ""
+        self.save(update_fields=["suppressed_reason", "suppressed_at", "suppressed_detail"])

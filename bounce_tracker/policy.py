@@ -1,0 +1,92 @@
+"""The suppression policy: whether a recipient is sent to, and why not.
+
+A policy is any callable ``policy(tracker, message) -> Verdict`` named by dotted
+path in ``BOUNCE_TRACKER["POLICY"]``. It gets the recipient's tracker row (never
+``None``: rows are created before the policy runs) and the caller's original
+message, and must not query the database: it runs once per recipient.
+
+The default, :func:`default_policy`, follows the original recipe's time-based rule
+on the last three bounce times, plus the suppression marks set by hard bounces and
+complaints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.mail import EmailMessage
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.module_loading import import_string
+
+from bounce_tracker.conf import TrackerSettings, get_settings
+from bounce_tracker.models import EmailAddressTracker
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The policy's answer for one recipient: send or not, and why in words."""
+
+    send: bool
+    reason: str
+
+    @classmethod
+    def allow(cls, reason: str = "") -> Verdict:
+        return cls(send=True, reason=reason)
+
+    @classmethod
+    def suppress(cls, reason: str) -> Verdict:
+        return cls(send=False, reason=reason)
+
+
+Policy = Callable[[EmailAddressTracker, EmailMessage | None], Verdict]
+
+
+def load_policy(tracker_settings: TrackerSettings) -> Policy:
+    """The policy callable named in the settings."""
+    policy: Policy = import_string(tracker_settings.policy)
+    return policy
+
+
+def _day(moment: datetime) -> str:
+    return date_format(timezone.localtime(moment), "DATE_FORMAT")
+
+
+def evaluate(
+    tracker: EmailAddressTracker,
+    tracker_settings: TrackerSettings,
+    now: datetime | None = None,
+) -> Verdict:
+    """The default rules, with the settings and the clock passed in (for tests and the admin).
+
+    1. ``ignore_bounces`` always sends.
+    2. An address marked suppressed (hard bounce, complaint, staff) is not sent to.
+    3. An address whose last ``SOFT_BOUNCE_LIMIT`` counted bounces all fall within
+       ``SOFT_BOUNCE_WINDOW_DAYS`` of now is not sent to; it is sent to again once
+       the oldest of them leaves the window.
+    """
+    now = now or timezone.now()
+    if tracker.ignore_bounces:
+        return Verdict.allow("ignoring bounces (set by staff)")
+    if tracker.suppressed_reason:
+        since = f" since {_day(tracker.suppressed_at)}" if tracker.suppressed_at else ""
+        label = tracker.get_suppressed_reason_display()
+        detail = f" ({tracker.suppressed_detail})" if tracker.suppressed_detail else ""
+        return Verdict.suppress(f"not sent to{since}: {label}{detail}")
+    limit = tracker_settings.soft_bounce_limit
+    recent = [tracker.last_bounce, tracker.last_bounce2, tracker.last_bounce3][:limit]
+    window = tracker_settings.soft_bounce_window
+    if all(recent) and all(now - moment <= window for moment in recent if moment):
+        days = window.days if window.days * 86400 == window.total_seconds() else window
+        return Verdict.suppress(
+            f"not sent to: {limit} bounce{'s' if limit > 1 else ''} within {days} days, "
+            f"the last on {_day(recent[0])}"  # type: ignore[arg-type]
+        )
+    return Verdict.allow()
+
+
+def default_policy(tracker: EmailAddressTracker, message: EmailMessage | None = None) -> Verdict:
+    """The default policy with the current settings (see :func:`evaluate`)."""
+    return evaluate(tracker, get_settings())

@@ -1,0 +1,99 @@
+"""A tiny SMTP server on loopback that records each transaction's envelope and data.
+
+It plays the role of the MTA the site's SMTP backend talks to, so tests can see the
+real envelope sender (MAIL FROM) and recipients (RCPT TO) Django sends.
+"""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Transaction:
+    mail_from: str
+    rcpt_to: list[str]
+    data: bytes
+
+
+@dataclass
+class SinkState:
+    transactions: list[Transaction] = field(default_factory=list)
+    #: RCPT TO addresses answered with 550 (lower case).
+    reject: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _address(argument: str) -> str:
+    value = argument.split(":", 1)[1].strip()
+    value = value.split(" ", 1)[0]
+    return value.strip("<>")
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: SmtpSink
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(line.encode() + b"\r\n")
+
+    def handle(self) -> None:
+        state = self.server.state
+        self.reply("220 sink.test ESMTP")
+        mail_from, rcpts = "", []
+        while line := self.rfile.readline():
+            command = line.decode("utf-8", "replace").rstrip("\r\n")
+            verb = command[:4].upper()
+            if verb in ("EHLO", "HELO"):
+                self.wfile.write(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+            elif verb == "MAIL":
+                mail_from, rcpts = _address(command), []
+                self.reply("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                address = _address(command)
+                if address.lower() in state.reject:
+                    self.reply("550 5.1.1 <%s>: Recipient address rejected: No such user" % address)
+                else:
+                    rcpts.append(address)
+                    self.reply("250 2.1.5 Ok")
+            elif verb == "DATA":
+                self.reply("354 End data with <CR><LF>.<CR><LF>")
+                chunks = []
+                while (data_line := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
+                    chunks.append(data_line[1:] if data_line.startswith(b"..") else data_line)
+                with state.lock:
+                    state.transactions.append(Transaction(mail_from, rcpts, b"".join(chunks)))
+                self.reply("250 2.0.0 Ok: queued")
+            elif verb == "RSET":
+                mail_from, rcpts = "", []
+                self.reply("250 2.0.0 Ok")
+            elif verb == "NOOP":
+                self.reply("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                self.reply("221 2.0.0 Bye")
+                return
+            else:
+                self.reply("502 5.5.2 Error: command not recognized")
+
+
+class SmtpSink(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.state = SinkState()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def __enter__(self) -> SmtpSink:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
