@@ -27,27 +27,36 @@ PYTEST_ARGS ?=
 help:
 	@sed -n '2,6p' Makefile
 
-# mysqlclient compiles against the MariaDB/MySQL client headers.
-.PHONY: mysql-headers
-mysql-headers:
-	@if pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null; then \
-		exit 0; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "Installing the MariaDB client headers (libmariadb-dev, pkg-config)..."; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; \
+# What a fresh Debian/Ubuntu machine lacks for the virtualenv and for mysqlclient,
+# which compiles against the MariaDB client headers. Installed when running as root
+# with apt; otherwise the exact command to run is printed.
+.PHONY: system-packages
+system-packages:
+	@missing=""; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	test -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" \
+		|| missing="$$missing python3-dev"; \
+	command -v gcc >/dev/null || missing="$$missing build-essential"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null \
+		|| missing="$$missing libmariadb-dev"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else \
-		echo "mysqlclient needs the MariaDB client headers. Run:"; \
-		echo "    sudo apt-get install -y libmariadb-dev pkg-config"; \
+		echo "Missing system packages. Run:"; \
+		echo "    sudo apt-get install -y$$missing"; \
 		exit 1; \
 	fi
 
-$(VENV)/.installed: pyproject.toml | mysql-headers
+$(VENV)/.installed: pyproject.toml | system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-$(VENV42)/.installed: pyproject.toml | mysql-headers
+$(VENV42)/.installed: pyproject.toml | system-packages
 	$(PYTHON) -m venv $(VENV42)
 	$(VENV42)/bin/pip install -q --upgrade pip
 	$(VENV42)/bin/pip install -q -e ".[$(EXTRAS)]" "Django>=4.2,<5.0"

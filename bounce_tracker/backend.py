@@ -18,10 +18,13 @@ import logging
 import smtplib
 from collections import Counter
 from collections.abc import Sequence
+from email.utils import formatdate, make_msgid
 from typing import Any
 
+from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.utils import DNS_NAME
 from django.utils.module_loading import import_string
 
 from bounce_tracker.addresses import (
@@ -72,22 +75,41 @@ def message_recipients(message: EmailMessage) -> dict[str, str]:
     return recipients
 
 
-def recipient_copy(message: EmailMessage, recipient: str, envelope_sender: str) -> EmailMessage:
-    """A copy of ``message`` for one envelope recipient, with the VERP envelope sender.
+def visible_headers(message: EmailMessage) -> dict[str, str]:
+    """The headers every copy of ``message`` shares, as Django would render them once.
 
-    The copy's visible From/To/Cc headers are the ones Django would have rendered for
-    the original; the recipient goes in ``bcc`` so it is an envelope recipient only.
+    From, To and Cc as the caller wrote them (Django renders To/Cc from
+    ``extra_headers`` when given, else from the list, and only when the list is not
+    empty), plus one Message-ID and Date for all copies, so replies thread together
+    whichever copy they answer.
     """
-    duplicate = copy.copy(message)
     headers = dict(message.extra_headers)
+    names = {name.lower() for name in headers}
     headers["From"] = message.extra_headers.get("From", message.from_email)
     for name, values in (("To", message.to), ("Cc", message.cc)):
-        # Django renders To/Cc from extra_headers[name] when given, else from the
-        # list, and only when the list is not empty: keep exactly that.
         headers.pop(name, None)
         if values:
             headers[name] = message.extra_headers.get(name, ", ".join(str(v) for v in values))
-    duplicate.extra_headers = headers
+    if "message-id" not in names:
+        headers["Message-ID"] = make_msgid(domain=DNS_NAME)
+    if "date" not in names:
+        headers["Date"] = formatdate(localtime=settings.EMAIL_USE_LOCALTIME)
+    return headers
+
+
+def recipient_copy(
+    message: EmailMessage,
+    recipient: str,
+    envelope_sender: str,
+    headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    """A copy of ``message`` for one envelope recipient, with the VERP envelope sender.
+
+    ``headers`` are the shared :func:`visible_headers` (computed when not given). The
+    recipient goes in ``bcc``, so it is an envelope recipient only and never a header.
+    """
+    duplicate = copy.copy(message)
+    duplicate.extra_headers = dict(headers if headers is not None else visible_headers(message))
     duplicate.from_email = envelope_sender
     duplicate.to = []
     duplicate.cc = []
@@ -137,8 +159,7 @@ class BounceTrackingBackend(BaseEmailBackend):
         except Exception:
             if not self.fail_silently:
                 raise
-            logger.exception("Sending failed after %d message(s); fail_silently is set.",
-                             len(sent))
+            logger.exception("Sending failed after %d message(s); fail_silently is set.", len(sent))
         finally:
             self._count(trackers, accepted)
             if new_connection:
@@ -162,6 +183,7 @@ class BounceTrackingBackend(BaseEmailBackend):
         """
         copies_accepted = 0
         refused: dict[str, tuple[int, bytes]] = {}
+        headers = visible_headers(message)
         for address, written in recipients.items():
             tracker = trackers[address]
             if not self._allowed(tracker, message):
@@ -169,7 +191,7 @@ class BounceTrackingBackend(BaseEmailBackend):
             envelope_sender = return_path(tracker.encoded_from, self.tracker_settings)
             try:
                 sent_count = self.inner.send_messages(
-                    [recipient_copy(message, written, envelope_sender)]
+                    [recipient_copy(message, written, envelope_sender, headers)]
                 )
             except smtplib.SMTPRecipientsRefused as exc:
                 refused.update(exc.recipients)
@@ -180,7 +202,7 @@ class BounceTrackingBackend(BaseEmailBackend):
                 if copies_accepted == 1:
                     sent.append(message)
         if refused and not copies_accepted:
-            raise smtplib.SMTPRecipientsRefused(refused)  # type: ignore[arg-type]
+            raise smtplib.SMTPRecipientsRefused(refused)
 
     def _allowed(self, tracker: EmailAddressTracker, message: EmailMessage) -> bool:
         verdict = self.policy(tracker, message)
@@ -191,22 +213,28 @@ class BounceTrackingBackend(BaseEmailBackend):
         return observe_only
 
     def _report_suppressed(
-        self, tracker: EmailAddressTracker, message: EmailMessage, verdict: Verdict,
+        self,
+        tracker: EmailAddressTracker,
+        message: EmailMessage,
+        verdict: Verdict,
         observe_only: bool,
     ) -> None:
         logger.info(
             "%s %s: %s",
             "Would suppress (observe only)" if observe_only else "Suppressed",
-            tracker.email, verdict.reason,
+            tracker.email,
+            verdict.reason,
             extra={"email": tracker.email, "reason": verdict.reason, "observe_only": observe_only},
         )
         for receiver, response in recipient_suppressed.send_robust(
-            sender=type(self), tracker=tracker, message=message, verdict=verdict,
+            sender=type(self),
+            tracker=tracker,
+            message=message,
+            verdict=verdict,
             observe_only=observe_only,
         ):
             if isinstance(response, Exception):
-                logger.error("recipient_suppressed receiver %r failed", receiver,
-                             exc_info=response)
+                logger.error("recipient_suppressed receiver %r failed", receiver, exc_info=response)
 
     def _count(self, trackers: dict[str, EmailAddressTracker], accepted: Counter[str]) -> None:
         # The copies are already out: failing to count them must not make the caller
@@ -214,8 +242,9 @@ class BounceTrackingBackend(BaseEmailBackend):
         try:
             record_sent(trackers, accepted)
         except Exception:
-            logger.exception("Sent %d cop(ies) but could not update their counters.",
-                             sum(accepted.values()))
+            logger.exception(
+                "Sent %d cop(ies) but could not update their counters.", sum(accepted.values())
+            )
 
 
 __all__ = ["BounceTrackingBackend", "InvalidAddressError", "InvalidMessageError"]

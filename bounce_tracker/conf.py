@@ -121,140 +121,177 @@ def _is_valid_domain(domain: object) -> bool:
     return len(labels) >= 2 and all(_DOMAIN_LABEL_RE.match(label) for label in labels)
 
 
-def _check_importable(
-    values: Mapping[str, Any], key: str, check_id: str, what: str
-) -> tuple[Any, list[Problem]]:
+def _setting(values: Mapping[str, Any], key: str) -> str:
+    """``BOUNCE_TRACKER['KEY'] = <value>``, for messages."""
+    return f"BOUNCE_TRACKER[{key!r}] = {values.get(key)!r}"
+
+
+def _import_setting(
+    values: Mapping[str, Any], key: str, check_id: str
+) -> tuple[Any, Problem | None]:
     path = values.get(key)
+    hint = f"Set BOUNCE_TRACKER[{key!r}] to a dotted path such as {DEFAULTS[key]!r}."
     if not isinstance(path, str) or not path:
-        return None, [Problem(check_id, f"BOUNCE_TRACKER['{key}'] must be a dotted path.",
-                              f"Set it to the dotted path of {what}.")]
+        return None, Problem(check_id, f"{_setting(values, key)} is not a dotted path.", hint)
     try:
-        return import_string(path), []
+        return import_string(path), None
     except ImportError as exc:
-        return None, [Problem(check_id, f"BOUNCE_TRACKER['{key}'] = {path!r} cannot be imported: {exc}",
-                              f"Set it to the dotted path of {what}.")]
+        return None, Problem(check_id, f"{_setting(values, key)} cannot be imported: {exc}", hint)
 
 
-def validate(values: Mapping[str, Any]) -> list[Problem]:  # noqa: C901 - a flat list of rules
-    """Every problem with a merged settings dict; empty when all is well."""
-    from django.core.mail.backends.base import BaseEmailBackend
-
-    problems: list[Problem] = []
-
-    unknown = sorted(set(values) - set(DEFAULTS))
-    if unknown:
-        problems.append(Problem(
-            "bounce_tracker.W001",
-            f"Unknown BOUNCE_TRACKER keys: {', '.join(unknown)}.",
-            f"Known keys: {', '.join(sorted(DEFAULTS))}. Check the spelling.",
-            level="warning",
-        ))
-
+def _domain_problems(values: Mapping[str, Any]) -> list[Problem]:
+    hint = "Set it to the domain whose MX is your Postfix, e.g. 'bounces.example.com'."
     if not values.get("BOUNCE_DOMAIN"):
-        problems.append(Problem(
-            "bounce_tracker.E001", "BOUNCE_TRACKER['BOUNCE_DOMAIN'] is not set.",
-            "Set it to the domain whose MX is your Postfix, e.g. 'bounces.example.com'.",
-        ))
-    elif not _is_valid_domain(values["BOUNCE_DOMAIN"]):
-        problems.append(Problem(
-            "bounce_tracker.E001",
-            f"BOUNCE_TRACKER['BOUNCE_DOMAIN'] = {values['BOUNCE_DOMAIN']!r} is not a valid domain.",
-            "Use a fully qualified domain name such as 'bounces.example.com' (no '@', no spaces).",
-        ))
+        return [Problem("bounce_tracker.E001", "BOUNCE_TRACKER['BOUNCE_DOMAIN'] is not set.", hint)]
+    if not _is_valid_domain(values["BOUNCE_DOMAIN"]):
+        message = f"{_setting(values, 'BOUNCE_DOMAIN')} is not a fully qualified domain name."
+        return [Problem("bounce_tracker.E001", message, hint)]
+    return []
 
+
+def _verp_problems(values: Mapping[str, Any]) -> list[Problem]:
+    problems = []
     prefix = values.get("VERP_PREFIX")
     max_prefix = MAX_LOCAL_PART_OCTETS - 1 - TOKEN_LENGTH
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix) or len(prefix) > max_prefix:
-        problems.append(Problem(
-            "bounce_tracker.E002",
-            f"BOUNCE_TRACKER['VERP_PREFIX'] = {prefix!r} is not a usable local part prefix.",
-            f"Use 1 to {max_prefix} lower-case letters, digits, '.', '-' or '_', "
-            "starting and ending with a letter or digit.",
-        ))
-
+        problems.append(
+            Problem(
+                "bounce_tracker.E002",
+                f"{_setting(values, 'VERP_PREFIX')} is not a usable local part prefix.",
+                f"Use 1 to {max_prefix} lower-case letters, digits, '.', '-' or '_', "
+                "starting and ending with a letter or digit.",
+            )
+        )
     delimiter = values.get("VERP_DELIMITER")
     if delimiter not in ALLOWED_DELIMITERS:
-        problems.append(Problem(
-            "bounce_tracker.E003",
-            f"BOUNCE_TRACKER['VERP_DELIMITER'] = {delimiter!r} is not supported.",
-            f"Use one of {', '.join(ALLOWED_DELIMITERS)}, the same as Postfix's recipient_delimiter.",
-        ))
+        problems.append(
+            Problem(
+                "bounce_tracker.E003",
+                f"{_setting(values, 'VERP_DELIMITER')} is not supported.",
+                f"Use one of {' '.join(ALLOWED_DELIMITERS)}, the same as Postfix's "
+                "recipient_delimiter.",
+            )
+        )
     elif isinstance(prefix, str) and delimiter in prefix:
-        problems.append(Problem(
-            "bounce_tracker.E003",
-            f"BOUNCE_TRACKER['VERP_PREFIX'] = {prefix!r} contains the delimiter {delimiter!r}.",
-            "Postfix splits the local part at the first delimiter; keep it out of the prefix.",
-        ))
-
-    backend, backend_problems = _check_importable(
-        values, "BACKEND", "bounce_tracker.E004", "a Django email backend class")
-    problems += backend_problems
-    if backend is not None:
-        from bounce_tracker.backend import BounceTrackingBackend
-
-        if not (isinstance(backend, type) and issubclass(backend, BaseEmailBackend)):
-            problems.append(Problem(
-                "bounce_tracker.E004",
-                f"BOUNCE_TRACKER['BACKEND'] = {values['BACKEND']!r} is not an email backend class.",
-                "Name a subclass of django.core.mail.backends.base.BaseEmailBackend.",
-            ))
-        elif issubclass(backend, BounceTrackingBackend):
-            problems.append(Problem(
-                "bounce_tracker.E005",
-                "BOUNCE_TRACKER['BACKEND'] is the bounce tracking backend itself.",
-                "Name the backend that really sends, e.g. "
-                "'django.core.mail.backends.smtp.EmailBackend'.",
-            ))
-
-    policy, policy_problems = _check_importable(
-        values, "POLICY", "bounce_tracker.E006", "a policy callable")
-    problems += policy_problems
-    if policy is not None and not callable(policy):
-        problems.append(Problem(
-            "bounce_tracker.E006",
-            f"BOUNCE_TRACKER['POLICY'] = {values['POLICY']!r} is not callable.",
-            "Name a function taking (tracker, message) and returning a Verdict.",
-        ))
-
-    limit = values.get("SOFT_BOUNCE_LIMIT")
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 3:
-        problems.append(Problem(
-            "bounce_tracker.E007",
-            f"BOUNCE_TRACKER['SOFT_BOUNCE_LIMIT'] = {limit!r} must be 1, 2 or 3.",
-            "The tracker keeps the last three bounce times; the limit counts among them.",
-        ))
-
-    window = values.get("SOFT_BOUNCE_WINDOW_DAYS")
-    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= 3650:
-        problems.append(Problem(
-            "bounce_tracker.E008",
-            f"BOUNCE_TRACKER['SOFT_BOUNCE_WINDOW_DAYS'] = {window!r} must be a number of days "
-            "greater than 0 and at most 3650.",
-            "The default is 14.",
-        ))
-
+        problems.append(
+            Problem(
+                "bounce_tracker.E003",
+                f"{_setting(values, 'VERP_PREFIX')} contains the delimiter {delimiter!r}.",
+                "Postfix splits the local part at the first delimiter; keep it out of the prefix.",
+            )
+        )
     if values.get("VERP_FORMAT") not in ("token", "readable"):
-        problems.append(Problem(
-            "bounce_tracker.E009",
-            f"BOUNCE_TRACKER['VERP_FORMAT'] = {values.get('VERP_FORMAT')!r} is not supported.",
-            "Use 'token' (the default, unguessable) or 'readable' (<user>=<domain>).",
-        ))
-
+        problems.append(
+            Problem(
+                "bounce_tracker.E009",
+                f"{_setting(values, 'VERP_FORMAT')} is not supported.",
+                "Use 'token' (the default, unguessable) or 'readable' (<user>=<domain>).",
+            )
+        )
     secret = values.get("VERP_SECRET")
     if secret is not None and (not isinstance(secret, str | bytes) or len(secret) < 16):
-        problems.append(Problem(
-            "bounce_tracker.E010",
-            "BOUNCE_TRACKER['VERP_SECRET'] must be a string of at least 16 characters, or None.",
-            "Leave it unset to derive the key from SECRET_KEY.",
-        ))
+        problems.append(
+            Problem(
+                "bounce_tracker.E010",
+                "BOUNCE_TRACKER['VERP_SECRET'] must be at least 16 characters long, or None.",
+                "Leave it unset to derive the key from SECRET_KEY.",
+            )
+        )
+    return problems
 
+
+def _backend_problems(values: Mapping[str, Any]) -> list[Problem]:
+    from django.core.mail.backends.base import BaseEmailBackend
+
+    from bounce_tracker.backend import BounceTrackingBackend
+
+    backend, problem = _import_setting(values, "BACKEND", "bounce_tracker.E004")
+    if problem:
+        return [problem]
+    if not (isinstance(backend, type) and issubclass(backend, BaseEmailBackend)):
+        return [
+            Problem(
+                "bounce_tracker.E004",
+                f"{_setting(values, 'BACKEND')} is not an email backend class.",
+                "Name a subclass of django.core.mail.backends.base.BaseEmailBackend.",
+            )
+        ]
+    if issubclass(backend, BounceTrackingBackend):
+        return [
+            Problem(
+                "bounce_tracker.E005",
+                "BOUNCE_TRACKER['BACKEND'] is the bounce tracking backend itself.",
+                f"Name the backend that really sends, e.g. {DEFAULTS['BACKEND']!r}.",
+            )
+        ]
+    return []
+
+
+def _policy_problems(values: Mapping[str, Any]) -> list[Problem]:
+    policy, problem = _import_setting(values, "POLICY", "bounce_tracker.E006")
+    if problem:
+        return [problem]
+    if not callable(policy):
+        return [
+            Problem(
+                "bounce_tracker.E006",
+                f"{_setting(values, 'POLICY')} is not callable.",
+                "Name a function taking (tracker, message) and returning a Verdict.",
+            )
+        ]
+    return []
+
+
+def _threshold_problems(values: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    limit = values.get("SOFT_BOUNCE_LIMIT")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 3:
+        problems.append(
+            Problem(
+                "bounce_tracker.E007",
+                f"{_setting(values, 'SOFT_BOUNCE_LIMIT')} must be 1, 2 or 3.",
+                "The tracker keeps the last three bounce times; the limit counts among them.",
+            )
+        )
+    window = values.get("SOFT_BOUNCE_WINDOW_DAYS")
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 0 < window <= 3650:
+        problems.append(
+            Problem(
+                "bounce_tracker.E008",
+                f"{_setting(values, 'SOFT_BOUNCE_WINDOW_DAYS')} must be a number of days "
+                "greater than 0 and at most 3650.",
+                "The default is 14.",
+            )
+        )
     if not isinstance(values.get("OBSERVE_ONLY"), bool):
-        problems.append(Problem(
-            "bounce_tracker.E011",
-            f"BOUNCE_TRACKER['OBSERVE_ONLY'] = {values.get('OBSERVE_ONLY')!r} must be True or False.",
-            "Use True during rollout to see what the policy would suppress.",
-        ))
+        problems.append(
+            Problem(
+                "bounce_tracker.E011",
+                f"{_setting(values, 'OBSERVE_ONLY')} must be True or False.",
+                "Use True during rollout to see what the policy would suppress.",
+            )
+        )
+    return problems
 
+
+def validate(values: Mapping[str, Any]) -> list[Problem]:
+    """Every problem with a merged settings dict; empty when all is well."""
+    problems = []
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        problems.append(
+            Problem(
+                "bounce_tracker.W001",
+                f"Unknown BOUNCE_TRACKER keys: {', '.join(unknown)}.",
+                f"Known keys: {', '.join(sorted(DEFAULTS))}. Check the spelling.",
+                level="warning",
+            )
+        )
+    problems += _domain_problems(values)
+    problems += _verp_problems(values)
+    problems += _backend_problems(values)
+    problems += _policy_problems(values)
+    problems += _threshold_problems(values)
     return problems
 
 

@@ -67,15 +67,20 @@ class EmailAddressTracker(models.Model):
     """
 
     email = CaseFoldedCharField(
-        _("email address"), max_length=254, unique=True,
+        _("email address"),
+        max_length=254,
+        unique=True,
         help_text=_("Stored lower-case: one row per address in any letter case."),
     )
     encoded_from = CaseFoldedCharField(
-        _("VERP local part"), max_length=64, unique=True,
+        _("VERP local part"),
+        max_length=64,
+        unique=True,
         help_text=_("The local part of the return path this address's mail is sent with."),
     )
     ignore_bounces = models.BooleanField(
-        _("ignore bounces"), default=False,
+        _("ignore bounces"),
+        default=False,
         help_text=_("Always send to this address, whatever it bounced."),
     )
     msg_count = models.PositiveIntegerField(_("messages sent"), default=0)
@@ -87,13 +92,19 @@ class EmailAddressTracker(models.Model):
     last_bounce3 = models.DateTimeField(_("third-to-last bounce"), null=True, blank=True)
     bounce_count = models.PositiveIntegerField(_("bounces"), default=0)
     suppressed_reason = models.CharField(
-        _("suppressed because"), max_length=16, blank=True, default="",
+        _("suppressed because"),
+        max_length=16,
+        blank=True,
+        default="",
         choices=SuppressionReason.choices,
         help_text=_("Empty when the address is not suppressed."),
     )
     suppressed_at = models.DateTimeField(_("suppressed since"), null=True, blank=True)
     suppressed_detail = models.CharField(
-        _("suppression detail"), max_length=255, blank=True, default="",
+        _("suppression detail"),
+        max_length=255,
+        blank=True,
+        default="",
         help_text=_("E.g. the status code and diagnostic of the bounce that suppressed it."),
     )
 
@@ -103,15 +114,16 @@ class EmailAddressTracker(models.Model):
         verbose_name = _("email address tracker")
         verbose_name_plural = _("email address trackers")
         ordering = ("email",)
-        indexes = [
-            models.Index(fields=["suppressed_reason", "ignore_bounces"],
-                         name="bounce_trk_suppressed_idx"),
+        indexes = [  # noqa: RUF012 - Django's Meta convention
+            models.Index(
+                fields=["suppressed_reason", "ignore_bounces"], name="bounce_trk_suppressed_idx"
+            ),
             models.Index(fields=["last_bounce"], name="bounce_trk_last_bounce_idx"),
         ]
         # email and encoded_from are unique, so they are indexed already.
 
     def __str__(self) -> str:
-        return self.email
+        return str(self.email)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.email = normalize_email(self.email)

@@ -79,7 +79,7 @@ def evaluate(
     recent = [tracker.last_bounce, tracker.last_bounce2, tracker.last_bounce3][:limit]
     window = tracker_settings.soft_bounce_window
     if all(recent) and all(now - moment <= window for moment in recent if moment):
-        days = window.days if window.days * 86400 == window.total_seconds() else window
+        days = f"{window.total_seconds() / 86400:g}"
         return Verdict.suppress(
             f"not sent to: {limit} bounce{'s' if limit > 1 else ''} within {days} days, "
             f"the last on {_day(recent[0])}"  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ CHUNK_SIZE = 2000
 
 def _chunks(items: Sequence[str], size: int = CHUNK_SIZE) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _fetch(addresses: Sequence[str]) -> dict[str, EmailAddressTracker]:
@@ -48,8 +48,12 @@ def ensure_trackers(
     missing = [address for address in wanted if address not in trackers]
     if missing:
         EmailAddressTracker.objects.bulk_create(
-            [EmailAddressTracker(email=address, encoded_from=encode_local_part(address, tracker_settings))
-             for address in missing],
+            [
+                EmailAddressTracker(
+                    email=address, encoded_from=encode_local_part(address, tracker_settings)
+                )
+                for address in missing
+            ],
             ignore_conflicts=True,
         )
         trackers.update(_fetch(missing))
@@ -59,11 +63,16 @@ def ensure_trackers(
         # taken by another address (e.g. imported from the legacy table). The token
         # form can't collide, so use it.
         EmailAddressTracker.objects.bulk_create(
-            [EmailAddressTracker(
-                email=address,
-                encoded_from=(f"{tracker_settings.verp_prefix}{tracker_settings.verp_delimiter}"
-                              + address_token(address, tracker_settings.verp_secret)))
-             for address in still_missing],
+            [
+                EmailAddressTracker(
+                    email=address,
+                    encoded_from=(
+                        f"{tracker_settings.verp_prefix}{tracker_settings.verp_delimiter}"
+                        + address_token(address, tracker_settings.verp_secret)
+                    ),
+                )
+                for address in still_missing
+            ],
             ignore_conflicts=True,
         )
         trackers.update(_fetch(still_missing))
@@ -86,7 +95,7 @@ def record_sent(trackers: dict[str, EmailAddressTracker], accepted: Counter[str]
             by_count[copies].append(trackers[address].pk)
     for copies, pks in by_count.items():
         for start in range(0, len(pks), CHUNK_SIZE):
-            EmailAddressTracker.objects.filter(pk__in=pks[start:start + CHUNK_SIZE]).update(
+            EmailAddressTracker.objects.filter(pk__in=pks[start : start + CHUNK_SIZE]).update(
                 msg_count=F("msg_count") + copies,
                 last_email=now,
                 first_email=Coalesce(F("first_email"), Value(now, output_field=DateTimeField())),

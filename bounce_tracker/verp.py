@@ -31,7 +31,9 @@ from bounce_tracker.conf import MAX_LOCAL_PART_OCTETS, TOKEN_LENGTH, TrackerSett
 _TOKEN_SALT = "bounce_tracker.verp.token"
 # RFC 5322 atext plus '.', excluding the delimiters Postfix might split on is not needed:
 # Postfix splits at the first delimiter only, which is the one after the prefix.
-_DOT_ATOM_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_DOT_ATOM_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
+)
 
 
 def address_token(email: str, secret: bytes | None) -> str:
@@ -81,7 +83,7 @@ def parse_readable(local_part: str, tracker_settings: TrackerSettings) -> str | 
     head = f"{tracker_settings.verp_prefix}{tracker_settings.verp_delimiter}"
     if not local_part.lower().startswith(head):
         return None
-    user, sep, domain = local_part[len(head):].rpartition("=")
+    user, sep, domain = local_part[len(head) :].rpartition("=")
     if not sep or not user or "." not in domain:
         return None
     return f"{user}@{domain}".lower()

@@ -30,14 +30,24 @@ def _check_database() -> str | None:
         if connection.vendor == "mysql":
             import MySQLdb
 
-            MySQLdb.connect(host=host, port=int(port or 3306), user=settings_dict["USER"],
-                            password=settings_dict["PASSWORD"], connect_timeout=5).close()
+            MySQLdb.connect(
+                host=host,
+                port=int(port or 3306),
+                user=settings_dict["USER"],
+                password=settings_dict["PASSWORD"],
+                connect_timeout=5,
+            ).close()
         elif connection.vendor == "postgresql":
             import psycopg
 
-            psycopg.connect(host=host, port=int(port or 5432), user=settings_dict["USER"],
-                            password=settings_dict["PASSWORD"] or None, dbname="postgres",
-                            connect_timeout=5).close()
+            psycopg.connect(
+                host=host,
+                port=int(port or 5432),
+                user=settings_dict["USER"],
+                password=settings_dict["PASSWORD"] or None,
+                dbname="postgres",
+                connect_timeout=5,
+            ).close()
     except Exception as exc:  # any driver error means "not usable here"
         return f"{connection.display_name} at {host}:{port} is not reachable: {exc}"
     return None
@@ -51,8 +61,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         for marker, vendor in _VENDOR_MARKERS.items():
             if item.get_closest_marker(marker) and connection.vendor != vendor:
-                item.add_marker(pytest.mark.skip(
-                    reason=f"needs {vendor}; this pass runs on {connection.vendor}"))
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason=f"needs {vendor}; this pass runs on {connection.vendor}"
+                    )
+                )
         if _database_problem and item.get_closest_marker("django_db"):
             item.add_marker(pytest.mark.skip(reason=_database_problem))
 

@@ -53,7 +53,7 @@ class _Handler(socketserver.StreamRequestHandler):
             elif verb == "RCPT":
                 address = _address(command)
                 if address.lower() in state.reject:
-                    self.reply("550 5.1.1 <%s>: Recipient address rejected: No such user" % address)
+                    self.reply(f"550 5.1.1 <{address}>: Recipient address rejected: No such user")
                 else:
                     rcpts.append(address)
                     self.reply("250 2.1.5 Ok")

@@ -2,6 +2,7 @@ import logging
 import re
 import smtplib
 from email import message_from_bytes
+from typing import ClassVar
 
 import pytest
 from django.core import mail
@@ -40,8 +41,12 @@ def test_each_recipient_gets_one_copy_with_its_own_verp_envelope_sender():
     assert count == 1
     assert len(mail.outbox) == 2
     senders = {m.recipients()[0]: m.from_email for m in mail.outbox}
-    assert senders["a@example.com"] == f"{tracker('a@example.com').encoded_from}@bounces.example.com"
-    assert senders["b@example.com"] == f"{tracker('b@example.com').encoded_from}@bounces.example.com"
+    assert (
+        senders["a@example.com"] == f"{tracker('a@example.com').encoded_from}@bounces.example.com"
+    )
+    assert (
+        senders["b@example.com"] == f"{tracker('b@example.com').encoded_from}@bounces.example.com"
+    )
     assert senders["a@example.com"] != senders["b@example.com"]
     for sender in senders.values():
         assert re.match(TOKEN_SENDER, sender)
@@ -49,9 +54,13 @@ def test_each_recipient_gets_one_copy_with_its_own_verp_envelope_sender():
 
 def test_visible_headers_stay_as_written_and_bcc_appears_nowhere():
     message = EmailMultiAlternatives(
-        "Newsletter", "text body", '"News Desk" <news@example.com>',
+        "Newsletter",
+        "text body",
+        '"News Desk" <news@example.com>',
         to=['"Ålice" <alice@example.com>', "carol@example.com"],
-        cc=["dave@example.com"], bcc=["eve@example.com"], reply_to=["help@example.com"],
+        cc=["dave@example.com"],
+        bcc=["eve@example.com"],
+        reply_to=["help@example.com"],
         headers={"X-Campaign": "42", "List-Unsubscribe": "<https://example.com/u>"},
     )
     message.attach_alternative("<p>html body</p>", "text/html")
@@ -60,15 +69,18 @@ def test_visible_headers_stay_as_written_and_bcc_appears_nowhere():
     message.send()
 
     assert sorted(parse_address(m.recipients()[0]) for m in mail.outbox) == [
-        "alice@example.com", "carol@example.com", "dave@example.com", "eve@example.com",
+        "alice@example.com",
+        "carol@example.com",
+        "dave@example.com",
+        "eve@example.com",
     ]
     for copy in mail.outbox:
         rendered = message_from_bytes(copy.message().as_bytes())
-        for header in ("From", "To", "Cc", "Reply-To", "Subject", "X-Campaign",
-                       "List-Unsubscribe"):
+        for header in ("From", "To", "Cc", "Reply-To", "Subject", "X-Campaign", "List-Unsubscribe"):
             assert rendered.get_all(header) == original.get_all(header), header
         assert "news@example.com" in rendered["From"]
-        assert "alice@example.com" in rendered["To"] and "carol@example.com" in rendered["To"]
+        assert "alice@example.com" in rendered["To"]
+        assert "carol@example.com" in rendered["To"]
         assert rendered["Cc"] == "dave@example.com"
         assert rendered["Bcc"] is None
         assert b"eve@example.com" not in copy.message().as_bytes()
@@ -79,7 +91,9 @@ def test_visible_headers_stay_as_written_and_bcc_appears_nowhere():
 
 
 def test_a_message_with_only_bcc_recipients_gets_no_to_header():
-    EmailMessage("Hidden", "Body", "news@example.com", bcc=["x@example.com", "y@example.com"]).send()
+    EmailMessage(
+        "Hidden", "Body", "news@example.com", bcc=["x@example.com", "y@example.com"]
+    ).send()
 
     assert len(mail.outbox) == 2
     for copy in mail.outbox:
@@ -90,9 +104,13 @@ def test_a_message_with_only_bcc_recipients_gets_no_to_header():
 
 
 def test_explicit_from_and_to_headers_are_kept():
-    EmailMessage("Hi", "Body", "envelope@example.com", to=["a@example.com"],
-                 headers={"From": "Display <shown@example.com>", "To": "Everyone <list@example.com>"}
-                 ).send()
+    EmailMessage(
+        "Hi",
+        "Body",
+        "envelope@example.com",
+        to=["a@example.com"],
+        headers={"From": "Display <shown@example.com>", "To": "Everyone <list@example.com>"},
+    ).send()
     rendered = mail.outbox[0].message()
     assert rendered["From"] == "Display <shown@example.com>"
     assert rendered["To"] == "Everyone <list@example.com>"
@@ -100,8 +118,14 @@ def test_explicit_from_and_to_headers_are_kept():
 
 
 def test_recipients_are_deduplicated_case_insensitively_across_to_cc_and_bcc():
-    EmailMessage("Hi", "Body", "news@example.com", to=["Alice@Example.com"],
-                 cc=["alice@example.com"], bcc=["ALICE@EXAMPLE.COM"]).send()
+    EmailMessage(
+        "Hi",
+        "Body",
+        "news@example.com",
+        to=["Alice@Example.com"],
+        cc=["alice@example.com"],
+        bcc=["ALICE@EXAMPLE.COM"],
+    ).send()
     assert len(mail.outbox) == 1
     assert EmailAddressTracker.objects.count() == 1
     assert tracker("alice@example.com").msg_count == 1
@@ -121,8 +145,10 @@ def test_counters_count_accepted_copies_and_first_email_is_set_once():
 
 def test_one_batch_of_several_messages_counts_every_copy():
     connection_ = get_connection()
-    messages = [EmailMessage(f"M{i}", "Body", "n@example.com", ["a@example.com", "b@example.com"])
-                for i in range(3)]
+    messages = [
+        EmailMessage(f"M{i}", "Body", "n@example.com", ["a@example.com", "b@example.com"])
+        for i in range(3)
+    ]
     assert connection_.send_messages(messages) == 3
     assert tracker("a@example.com").msg_count == 3
     assert tracker("b@example.com").msg_count == 3
@@ -141,22 +167,31 @@ def test_a_hard_bounced_address_is_not_sent_to_and_the_message_still_reaches_the
 
 
 def test_a_message_whose_every_recipient_is_suppressed_counts_as_not_sent():
-    EmailAddressTracker.objects.create(email="dead@example.com", encoded_from="bounces+dead",
-                                       suppressed_reason="complaint")
+    EmailAddressTracker.objects.create(
+        email="dead@example.com", encoded_from="bounces+dead", suppressed_reason="complaint"
+    )
     assert send_mail("Hi", "Body", "n@example.com", ["dead@example.com"]) == 0
     assert mail.outbox == []
 
 
 def test_ignore_bounces_sends_to_a_suppressed_address():
-    EmailAddressTracker.objects.create(email="vip@example.com", encoded_from="bounces+vip",
-                                       suppressed_reason="hard", ignore_bounces=True)
+    EmailAddressTracker.objects.create(
+        email="vip@example.com",
+        encoded_from="bounces+vip",
+        suppressed_reason="hard",
+        ignore_bounces=True,
+    )
     assert send_mail("Hi", "Body", "n@example.com", ["vip@example.com"]) == 1
     assert mail.outbox[0].from_email == "bounces+vip@bounces.example.com"
 
 
 def test_suppressed_recipients_fire_the_signal_and_are_logged_not_printed(caplog, capsys):
-    EmailAddressTracker.objects.create(email="dead@example.com", encoded_from="bounces+dead",
-                                       suppressed_reason="hard", suppressed_detail="5.1.1")
+    EmailAddressTracker.objects.create(
+        email="dead@example.com",
+        encoded_from="bounces+dead",
+        suppressed_reason="hard",
+        suppressed_detail="5.1.1",
+    )
     received = []
 
     def receiver(sender, tracker, message, verdict, observe_only, **kwargs):
@@ -175,8 +210,9 @@ def test_suppressed_recipients_fire_the_signal_and_are_logged_not_printed(caplog
 
 
 def test_a_failing_signal_receiver_never_breaks_sending(caplog):
-    EmailAddressTracker.objects.create(email="dead@example.com", encoded_from="bounces+dead",
-                                       suppressed_reason="hard")
+    EmailAddressTracker.objects.create(
+        email="dead@example.com", encoded_from="bounces+dead", suppressed_reason="hard"
+    )
 
     def broken_receiver(**kwargs):
         raise RuntimeError("receiver bug")
@@ -191,8 +227,9 @@ def test_a_failing_signal_receiver_never_breaks_sending(caplog):
 
 
 def test_observe_only_sends_everything_but_reports_what_it_would_suppress(caplog):
-    EmailAddressTracker.objects.create(email="dead@example.com", encoded_from="bounces+dead",
-                                       suppressed_reason="hard")
+    EmailAddressTracker.objects.create(
+        email="dead@example.com", encoded_from="bounces+dead", suppressed_reason="hard"
+    )
     received = []
 
     def receiver(**kwargs):
@@ -200,10 +237,16 @@ def test_observe_only_sends_everything_but_reports_what_it_would_suppress(caplog
 
     recipient_suppressed.connect(receiver)
     try:
-        with override_settings(BOUNCE_TRACKER={"BOUNCE_DOMAIN": "bounces.example.com",
-                                               "BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-                                               "OBSERVE_ONLY": True}), \
-                caplog.at_level(logging.INFO, logger="bounce_tracker"):
+        with (
+            override_settings(
+                BOUNCE_TRACKER={
+                    "BOUNCE_DOMAIN": "bounces.example.com",
+                    "BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+                    "OBSERVE_ONLY": True,
+                }
+            ),
+            caplog.at_level(logging.INFO, logger="bounce_tracker"),
+        ):
             assert send_mail("S", "B", "n@example.com", ["dead@example.com"]) == 1
     finally:
         recipient_suppressed.disconnect(receiver)
@@ -220,10 +263,13 @@ def never_to_example_org(tracker, message):
 
 
 def test_the_policy_is_swappable_by_dotted_path():
-    with override_settings(BOUNCE_TRACKER={
+    with override_settings(
+        BOUNCE_TRACKER={
             "BOUNCE_DOMAIN": "bounces.example.com",
             "BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-            "POLICY": "tests.test_backend.never_to_example_org"}):
+            "POLICY": "tests.test_backend.never_to_example_org",
+        }
+    ):
         send_mail("S", "B", "n@example.com", ["a@example.org", "b@example.com"])
     assert [m.recipients() for m in mail.outbox] == [["b@example.com"]]
 
@@ -235,11 +281,17 @@ def test_the_policy_is_swappable_by_dotted_path():
         ({"to": ["no-at-sign"]}, InvalidAddressError, "no '@domain'"),
         ({"to": ["x" * 250 + "@example.com"]}, InvalidAddressError, "254 octets"),
         ({"to": []}, InvalidMessageError, "no recipients"),
-        ({"to": ["a@example.com"], "subject": "Hi\r\nBcc: x@example.com"}, InvalidMessageError,
-         "Subject"),
+        (
+            {"to": ["a@example.com"], "subject": "Hi\r\nBcc: x@example.com"},
+            InvalidMessageError,
+            "Subject",
+        ),
         ({"to": ["a@example.com"], "headers": {"X-Evil": "a\nb"}}, InvalidMessageError, "X-Evil"),
-        ({"to": ["a@example.com"], "from_email": "n@example.com\nBcc: x@example.com"},
-         InvalidMessageError, "line break"),
+        (
+            {"to": ["a@example.com"], "from_email": "n@example.com\nBcc: x@example.com"},
+            InvalidMessageError,
+            "line break",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_error_before_anything_is_sent(kwargs, error, problem):
@@ -283,8 +335,12 @@ def flaky_backend():
 
 
 def four_recipient_message():
-    return EmailMessage("S", "B", "n@example.com",
-                        ["a@example.com", "b@example.com", "c@example.com", "d@example.com"])
+    return EmailMessage(
+        "S",
+        "B",
+        "n@example.com",
+        ["a@example.com", "b@example.com", "c@example.com", "d@example.com"],
+    )
 
 
 def test_when_the_inner_backend_raises_the_accepted_copies_are_counted_then_it_re_raises(
@@ -293,8 +349,12 @@ def test_when_the_inner_backend_raises_the_accepted_copies_are_counted_then_it_r
     with pytest.raises(ConnectionError):
         flaky_backend.send_messages([four_recipient_message()])
     counts = dict(EmailAddressTracker.objects.values_list("email", "msg_count"))
-    assert counts == {"a@example.com": 1, "b@example.com": 1, "c@example.com": 0,
-                      "d@example.com": 0}
+    assert counts == {
+        "a@example.com": 1,
+        "b@example.com": 1,
+        "c@example.com": 0,
+        "d@example.com": 0,
+    }
 
 
 def test_fail_silently_swallows_the_inner_error_and_returns_what_was_sent():
@@ -306,9 +366,13 @@ def test_fail_silently_swallows_the_inner_error_and_returns_what_was_sent():
 
 
 def test_keyword_arguments_override_settings_and_the_rest_reach_the_inner_backend():
-    backend = BounceTrackingBackend(bounce_domain="other.example.net",
-                                    backend="django.core.mail.backends.smtp.EmailBackend",
-                                    host="mail.example.net", port=2525, timeout=3)
+    backend = BounceTrackingBackend(
+        bounce_domain="other.example.net",
+        backend="django.core.mail.backends.smtp.EmailBackend",
+        host="mail.example.net",
+        port=2525,
+        timeout=3,
+    )
     assert backend.tracker_settings.bounce_domain == "other.example.net"
     assert backend.inner.host == "mail.example.net"
     assert backend.inner.port == 2525
@@ -327,7 +391,7 @@ def test_a_missing_bounce_domain_is_refused_when_the_backend_is_built():
 
 def test_open_close_and_context_manager_delegate_to_the_inner_backend():
     class Recording(LocmemBackend):
-        events: list[str] = []
+        events: ClassVar[list[str]] = []
 
         def open(self):
             self.events.append("open")
@@ -372,22 +436,32 @@ def test_queries_for_new_recipients_are_bounded_by_the_database_insert_batch(rec
 
 
 def test_over_real_smtp_the_envelope_has_the_verp_sender_and_one_recipient():
-    with SmtpSink() as sink, override_settings(BOUNCE_TRACKER={
-            "BOUNCE_DOMAIN": "bounces.example.com",
-            "BACKEND": "django.core.mail.backends.smtp.EmailBackend"},
-            EMAIL_HOST="127.0.0.1", EMAIL_PORT=sink.port):
+    with (
+        SmtpSink() as sink,
+        override_settings(
+            BOUNCE_TRACKER={
+                "BOUNCE_DOMAIN": "bounces.example.com",
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            },
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=sink.port,
+        ),
+    ):
         sink.state.reject.add("gone@example.com")
-        count = EmailMessage("Over SMTP", "Body", "News <news@example.com>",
-                             to=["a@example.com", "gone@example.com"],
-                             bcc=["hidden@example.com"]).send()
+        count = EmailMessage(
+            "Over SMTP",
+            "Body",
+            "News <news@example.com>",
+            to=["a@example.com", "gone@example.com"],
+            bcc=["hidden@example.com"],
+        ).send()
     # gone@ was refused at RCPT, as it would be in one multi-recipient message: the
     # others still get theirs and the send succeeds.
     assert count == 1
     envelopes = {t.rcpt_to[0]: t for t in sink.state.transactions}
     assert sorted(envelopes) == ["a@example.com", "hidden@example.com"]
     for address, transaction in envelopes.items():
-        assert transaction.mail_from == (
-            f"{tracker(address).encoded_from}@bounces.example.com")
+        assert transaction.mail_from == (f"{tracker(address).encoded_from}@bounces.example.com")
         assert transaction.rcpt_to == [address]
         assert b"From: News <news@example.com>" in transaction.data
         assert b"hidden@example.com" not in transaction.data
@@ -396,14 +470,44 @@ def test_over_real_smtp_the_envelope_has_the_verp_sender_and_one_recipient():
 
 
 def test_over_real_smtp_a_message_whose_every_recipient_is_refused_raises_like_smtplib():
-    with SmtpSink() as sink, override_settings(BOUNCE_TRACKER={
-            "BOUNCE_DOMAIN": "bounces.example.com",
-            "BACKEND": "django.core.mail.backends.smtp.EmailBackend"},
-            EMAIL_HOST="127.0.0.1", EMAIL_PORT=sink.port):
+    with (
+        SmtpSink() as sink,
+        override_settings(
+            BOUNCE_TRACKER={
+                "BOUNCE_DOMAIN": "bounces.example.com",
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            },
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=sink.port,
+        ),
+    ):
         sink.state.reject.update({"gone@example.com", "lost@example.com"})
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
             send_mail("S", "B", "n@example.com", ["gone@example.com", "lost@example.com"])
         assert sorted(refused.value.recipients) == ["gone@example.com", "lost@example.com"]
-        assert send_mail("S", "B", "n@example.com", ["gone@example.com"],
-                         fail_silently=True) == 0
+        assert send_mail("S", "B", "n@example.com", ["gone@example.com"], fail_silently=True) == 0
     assert sink.state.transactions == []
+
+
+def test_all_copies_of_a_message_share_one_message_id_so_replies_thread():
+    send_mail("S", "B", "n@example.com", ["a@example.com", "b@example.com", "c@example.com"])
+    message_ids = {copy.message()["Message-ID"] for copy in mail.outbox}
+    assert len(message_ids) == 1
+    dates = {copy.message()["Date"] for copy in mail.outbox}
+    assert len(dates) == 1
+    send_mail("S", "B", "n@example.com", ["a@example.com"])
+    assert mail.outbox[-1].message()["Message-ID"] not in message_ids
+
+
+def test_a_message_id_given_by_the_caller_is_kept():
+    EmailMessage(
+        "S",
+        "B",
+        "n@example.com",
+        ["a@example.com", "b@example.com"],
+        headers={"Message-ID": "<campaign-7@example.com>"},
+    ).send()
+    assert [c.message().get_all("Message-ID") for c in mail.outbox] == [
+        ["<campaign-7@example.com>"],
+        ["<campaign-7@example.com>"],
+    ]

@@ -116,7 +116,8 @@ def test_any_address_round_trips_through_the_tracker_table(address, form):
 
 @pytest.mark.django_db
 def test_legacy_encoded_from_values_keep_matching_in_any_case():
-    EmailAddressTracker.objects.create(email="brian@example.com",
-                                       encoded_from="Sentto-Brian=Example.com")
+    EmailAddressTracker.objects.create(
+        email="brian@example.com", encoded_from="Sentto-Brian=Example.com"
+    )
     found = EmailAddressTracker.objects.for_local_part("SENTTO-BRIAN=EXAMPLE.COM").get()
     assert found.email == "brian@example.com"

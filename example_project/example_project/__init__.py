@@ -1,0 +1,1 @@
+"""The django-bounce-tracker example site."""

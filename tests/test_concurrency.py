@@ -1,0 +1,67 @@
+"""Concurrent senders on a real database server (MariaDB and PostgreSQL passes)."""
+
+import threading
+
+import pytest
+from django.core.mail import EmailMessage, get_connection
+from django.db import connection
+
+from bounce_tracker.models import EmailAddressTracker
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor == "sqlite", reason="needs a database server; SQLite has one writer"
+    ),
+]
+
+
+def run_in_threads(count, target):
+    barrier = threading.Barrier(count)
+    errors = []
+
+    def worker(index):
+        try:
+            barrier.wait(timeout=10)
+            target(index)
+        except Exception as exc:  # collected and reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+
+
+def test_twenty_concurrent_sends_to_a_new_address_make_one_row_counting_twenty():
+    def send(index):
+        message = EmailMessage(f"M{index}", "B", "n@example.com", ["Fresh@Example.com"])
+        assert get_connection().send_messages([message]) == 1
+
+    run_in_threads(20, send)
+
+    tracker = EmailAddressTracker.objects.get()
+    assert tracker.email == "fresh@example.com"
+    assert tracker.msg_count == 20
+    assert tracker.first_email <= tracker.last_email
+
+
+def test_concurrent_batches_with_overlapping_new_recipients_count_every_copy():
+    shared = [f"shared{i}@example.com" for i in range(50)]
+
+    def send(index):
+        message = EmailMessage(
+            f"M{index}", "B", "n@example.com", bcc=[*shared, f"own{index}@example.com"]
+        )
+        get_connection().send_messages([message])
+
+    run_in_threads(8, send)
+
+    assert EmailAddressTracker.objects.count() == 58
+    assert set(
+        EmailAddressTracker.objects.filter(email__in=shared).values_list("msg_count", flat=True)
+    ) == {8}
