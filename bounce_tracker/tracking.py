@@ -6,9 +6,14 @@ per :data:`CHUNK_SIZE` addresses), never once per recipient.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import TypeVar
 
+from django.db import OperationalError, connection
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -19,6 +24,39 @@ from bounce_tracker.verp import address_token, encode_local_part
 
 #: Addresses per ``IN (...)`` lookup; well under every database's parameter limit.
 CHUNK_SIZE = 2000
+#: Attempts for a statement the database aborted as a deadlock victim.
+DEADLOCK_ATTEMPTS = 5
+
+logger = logging.getLogger("bounce_tracker")
+T = TypeVar("T")
+
+
+def is_deadlock(exc: OperationalError) -> bool:
+    """True for MySQL/MariaDB 1213 (deadlock) and PostgreSQL 40P01 (deadlock_detected)."""
+    cause = exc.__cause__
+    if cause is not None and getattr(cause, "sqlstate", None) == "40P01":
+        return True
+    return bool(exc.args) and exc.args[0] == 1213
+
+
+def retry_deadlocks(operation: Callable[[], T]) -> T:
+    """Run one statement, again when the database chose it as a deadlock victim.
+
+    Concurrent senders inserting overlapping new addresses can deadlock on MariaDB's
+    unique-index locks. Outside a transaction each statement commits on its own and a
+    deadlock victim is rolled back whole, so running it again is safe and counts
+    nothing twice. Inside the caller's ``atomic()`` block the whole transaction is
+    gone, so the error is raised for the caller to retry.
+    """
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            return operation()
+        except OperationalError as exc:
+            if not is_deadlock(exc) or connection.in_atomic_block or attempt == DEADLOCK_ATTEMPTS:
+                raise
+            logger.info("Deadlock on attempt %d, retrying: %s", attempt, exc)
+            time.sleep(0.01 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _chunks(items: Sequence[str], size: int = CHUNK_SIZE) -> Iterator[Sequence[str]]:
@@ -45,16 +83,17 @@ def ensure_trackers(
     """
     wanted = list(dict.fromkeys(addresses))
     trackers = _fetch(wanted)
-    missing = [address for address in wanted if address not in trackers]
+    # Sorted, so concurrent senders take the unique-index locks in the same order.
+    missing = sorted(address for address in wanted if address not in trackers)
     if missing:
-        EmailAddressTracker.objects.bulk_create(
-            [
-                EmailAddressTracker(
-                    email=address, encoded_from=encode_local_part(address, tracker_settings)
-                )
-                for address in missing
-            ],
-            ignore_conflicts=True,
+        new_rows = [
+            EmailAddressTracker(
+                email=address, encoded_from=encode_local_part(address, tracker_settings)
+            )
+            for address in missing
+        ]
+        retry_deadlocks(
+            lambda: EmailAddressTracker.objects.bulk_create(new_rows, ignore_conflicts=True)
         )
         trackers.update(_fetch(missing))
     still_missing = [address for address in missing if address not in trackers]
@@ -62,18 +101,16 @@ def ensure_trackers(
         # The only conflict left is on encoded_from: a readable local part already
         # taken by another address (e.g. imported from the legacy table). The token
         # form can't collide, so use it.
-        EmailAddressTracker.objects.bulk_create(
-            [
-                EmailAddressTracker(
-                    email=address,
-                    encoded_from=(
-                        f"{tracker_settings.verp_prefix}{tracker_settings.verp_delimiter}"
-                        + address_token(address, tracker_settings.verp_secret)
-                    ),
-                )
-                for address in still_missing
-            ],
-            ignore_conflicts=True,
+        head = f"{tracker_settings.verp_prefix}{tracker_settings.verp_delimiter}"
+        token_rows = [
+            EmailAddressTracker(
+                email=address,
+                encoded_from=head + address_token(address, tracker_settings.verp_secret),
+            )
+            for address in still_missing
+        ]
+        retry_deadlocks(
+            lambda: EmailAddressTracker.objects.bulk_create(token_rows, ignore_conflicts=True)
         )
         trackers.update(_fetch(still_missing))
     unresolved = [address for address in wanted if address not in trackers]
@@ -94,9 +131,17 @@ def record_sent(trackers: dict[str, EmailAddressTracker], accepted: Counter[str]
         if copies:
             by_count[copies].append(trackers[address].pk)
     for copies, pks in by_count.items():
+        pks.sort()  # the same row-lock order in every concurrent sender
         for start in range(0, len(pks), CHUNK_SIZE):
-            EmailAddressTracker.objects.filter(pk__in=pks[start : start + CHUNK_SIZE]).update(
-                msg_count=F("msg_count") + copies,
-                last_email=now,
-                first_email=Coalesce(F("first_email"), Value(now, output_field=DateTimeField())),
-            )
+            _add_sent(pks[start : start + CHUNK_SIZE], copies, now)
+
+
+def _add_sent(pks: list[int], copies: int, now: datetime) -> None:
+    def update() -> int:
+        return EmailAddressTracker.objects.filter(pk__in=pks).update(
+            msg_count=F("msg_count") + copies,
+            last_email=now,
+            first_email=Coalesce(F("first_email"), Value(now, output_field=DateTimeField())),
+        )
+
+    retry_deadlocks(update)
