@@ -8,13 +8,13 @@ def mysql_deadlock():
     return OperationalError(1213, "Deadlock found when trying to get lock")
 
 
-class PostgresDeadlock(Exception):
+class PostgresDeadlockError(Exception):
     sqlstate = "40P01"
 
 
 def postgres_deadlock():
     error = OperationalError("deadlock detected")
-    error.__cause__ = PostgresDeadlock()
+    error.__cause__ = PostgresDeadlockError()
     return error
 
 
