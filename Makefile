@@ -3,6 +3,7 @@
 #   make test    lint, then the whole suite on SQLite, MariaDB and PostgreSQL
 #                (and again on Django 4.2 LTS with TEST_DJANGO42=1)
 #   make lint    ruff and mypy
+#   make docs    the Sphinx documentation, warnings as errors
 #   make bench   the send-overhead benchmark
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,7p' Makefile
 
 # What a fresh Debian/Ubuntu machine lacks for the virtualenv and for mysqlclient,
 # which compiles against the MariaDB client headers. Installed when running as root
@@ -85,7 +86,7 @@ define run_suite
 endef
 
 .PHONY: test
-test: lint test-suite
+test: lint docs test-suite
 ifeq ($(TEST_DJANGO42),1)
 test: test-django42
 endif
@@ -108,6 +109,11 @@ demo: $(VENV)/.installed
 	cd example_project && DATABASE_URL=$(DEMO_DB) ../$(BIN)/python manage.py migrate --noinput
 	cd example_project && DATABASE_URL=$(DEMO_DB) ../$(BIN)/python manage.py load_demo_data
 	cd example_project && DATABASE_URL=$(DEMO_DB) ../$(BIN)/python manage.py runserver $(DEMO_ADDR)
+
+.PHONY: docs
+docs: $(VENV)/.installed
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 .PHONY: bench
 bench: $(VENV)/.installed

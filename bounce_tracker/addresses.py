@@ -7,6 +7,7 @@ so everything that looks up or stores an address goes through
 
 from __future__ import annotations
 
+import functools
 from email import _header_value_parser as header_parser
 from email.errors import HeaderParseError
 
@@ -39,10 +40,17 @@ def parse_address(value: str | tuple[str, str]) -> str:
     for line breaks, a missing ``@`` or domain, unparsable text and addresses over
     254 octets.
     """
-    if isinstance(value, tuple):
+    if isinstance(value, tuple) and len(value) == 2:
         value = value[1]
     if not isinstance(value, str):
         raise InvalidAddressError(f"Recipient {value!r} is not a string.")
+    return _parse_address_text(value)
+
+
+# Parsing is the largest per-recipient cost of sending, and the same From address and
+# many recipients repeat across a batch; invalid input raises and is not cached.
+@functools.lru_cache(maxsize=8192)
+def _parse_address_text(value: str) -> str:
     if "\r" in value or "\n" in value:
         raise InvalidAddressError(f"Address {value!r} contains a line break (CR or LF).")
     if "\x00" in value:
@@ -72,6 +80,7 @@ def parse_address(value: str | tuple[str, str]) -> str:
     return address
 
 
+@functools.lru_cache(maxsize=8192)
 def normalize_email(address: str) -> str:
     """The canonical, case-folded form of a bare address: the key of its tracker row.
 

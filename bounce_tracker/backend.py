@@ -79,17 +79,15 @@ def visible_headers(message: EmailMessage) -> dict[str, str]:
     """The headers every copy of ``message`` shares, as Django would render them once.
 
     From, To and Cc as the caller wrote them (Django renders To/Cc from
-    ``extra_headers`` when given, else from the list, and only when the list is not
-    empty), plus one Message-ID and Date for all copies, so replies thread together
-    whichever copy they answer.
+    ``extra_headers`` when given, else from the non-empty list), plus one Message-ID
+    and Date for all copies, so replies thread together whichever copy they answer.
     """
     headers = dict(message.extra_headers)
     names = {name.lower() for name in headers}
     headers["From"] = message.extra_headers.get("From", message.from_email)
     for name, values in (("To", message.to), ("Cc", message.cc)):
-        headers.pop(name, None)
-        if values:
-            headers[name] = message.extra_headers.get(name, ", ".join(str(v) for v in values))
+        if name not in headers and values:
+            headers[name] = ", ".join(str(v) for v in values)
     if "message-id" not in names:
         headers["Message-ID"] = make_msgid(domain=DNS_NAME)
     if "date" not in names:
@@ -136,9 +134,11 @@ class BounceTrackingBackend(BaseEmailBackend):
         self.policy = load_policy(self.tracker_settings)
 
     def open(self) -> bool | None:
+        """Open the inner backend's connection; returns what the inner backend returns."""
         return self.inner.open()
 
     def close(self) -> None:
+        """Close the inner backend's connection."""
         self.inner.close()
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
@@ -247,4 +247,11 @@ class BounceTrackingBackend(BaseEmailBackend):
             )
 
 
-__all__ = ["BounceTrackingBackend", "InvalidAddressError", "InvalidMessageError"]
+__all__ = [
+    "BounceTrackingBackend",
+    "InvalidAddressError",
+    "InvalidMessageError",
+    "message_recipients",
+    "recipient_copy",
+    "visible_headers",
+]

@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 
 #: RFC 5321: a local part is at most 64 octets.
 MAX_LOCAL_PART_OCTETS = 64
-#: Characters a VERP token is made of (lowercase base32); see :mod:`bounce_tracker.verp`.
+#: Length of a VERP token in characters (lower-case base32); see :mod:`bounce_tracker.verp`.
 TOKEN_LENGTH = 26
 #: Delimiters that Postfix's ``recipient_delimiter`` can use without quoting.
 ALLOWED_DELIMITERS = ("+", "-", "_", ".")
@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     "SOFT_BOUNCE_WINDOW_DAYS": 14,
     # Evaluate the policy and report what it would suppress, but send everything.
     "OBSERVE_ONLY": False,
+    # Bytes of an incoming bounce kept for parsing; the rest is read and discarded.
+    "MAX_MESSAGE_BYTES": 5 * 1024 * 1024,
+    # Bytes of the raw message stored with each bounce event or unmatched message.
+    "RAW_MESSAGE_MAX_BYTES": 256 * 1024,
 }
 
 _PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
@@ -83,6 +87,8 @@ class TrackerSettings:
     soft_bounce_limit: int
     soft_bounce_window: timedelta
     observe_only: bool
+    max_message_bytes: int
+    raw_message_max_bytes: int
 
 
 def raw_settings() -> dict[str, Any]:
@@ -91,7 +97,7 @@ def raw_settings() -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ImproperlyConfigured("settings.BOUNCE_TRACKER must be a dict.")
+        raise ImproperlyConfigured("settings.BOUNCE_TRACKER must be a dict. (bounce_tracker.E000)")
     return dict(value)
 
 
@@ -274,6 +280,24 @@ def _threshold_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+def _size_problems(values: Mapping[str, Any]) -> list[Problem]:
+    problems = []
+    for key, check_id, minimum in (
+        ("MAX_MESSAGE_BYTES", "bounce_tracker.E012", 64 * 1024),
+        ("RAW_MESSAGE_MAX_BYTES", "bounce_tracker.E013", 0),
+    ):
+        value = values.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            problems.append(
+                Problem(
+                    check_id,
+                    f"{_setting(values, key)} must be a whole number of bytes, at least {minimum}.",
+                    f"The default is {DEFAULTS[key]}.",
+                )
+            )
+    return problems
+
+
 def validate(values: Mapping[str, Any]) -> list[Problem]:
     """Every problem with a merged settings dict; empty when all is well."""
     problems = []
@@ -292,6 +316,7 @@ def validate(values: Mapping[str, Any]) -> list[Problem]:
     problems += _backend_problems(values)
     problems += _policy_problems(values)
     problems += _threshold_problems(values)
+    problems += _size_problems(values)
     return problems
 
 
@@ -330,4 +355,6 @@ def _build_settings(values: dict[str, Any]) -> TrackerSettings:
         soft_bounce_limit=values["SOFT_BOUNCE_LIMIT"],
         soft_bounce_window=timedelta(days=values["SOFT_BOUNCE_WINDOW_DAYS"]),
         observe_only=values["OBSERVE_ONLY"],
+        max_message_bytes=values["MAX_MESSAGE_BYTES"],
+        raw_message_max_bytes=values["RAW_MESSAGE_MAX_BYTES"],
     )

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from bounce_tracker.addresses import normalize_email
+from bounce_tracker.kinds import BounceKind
 
 
 class CaseFoldedCharField(models.CharField):  # type: ignore[type-arg]
@@ -47,6 +48,8 @@ class SuppressionReason(models.TextChoices):
 
 
 class EmailAddressTrackerQuerySet(models.QuerySet["EmailAddressTracker"]):
+    """Lookups that fold letter case the way the stored values are folded."""
+
     def for_email(self, address: str) -> EmailAddressTrackerQuerySet:
         """Rows for ``address`` in any letter case."""
         return self.filter(email=normalize_email(address))
@@ -148,3 +151,113 @@ class EmailAddressTracker(models.Model):
         self.suppressed_at = None
         self.suppressed_detail = ""
         self.save(update_fields=["suppressed_reason", "suppressed_at", "suppressed_detail"])
+
+
+KIND_CHOICES = [(kind.value, kind.label) for kind in BounceKind]
+
+
+class EventSource(models.TextChoices):
+    """How a bounce event reached the tracker."""
+
+    PIPE = "pipe", _("Postfix pipe (handle_bounce)")
+    LMTP = "lmtp", _("LMTP receiver")
+    ADMIN = "admin", _("attached by staff")
+
+
+class BounceEvent(models.Model):
+    """One message that reached the bounce address for a tracked address.
+
+    ``fingerprint`` is unique: the same message delivered twice (Postfix retries
+    after a temporary failure or a crash) is recorded, and counted, once.
+    """
+
+    tracker = models.ForeignKey(
+        EmailAddressTracker,
+        on_delete=models.CASCADE,
+        related_name="bounce_events",
+        verbose_name=_("address"),
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
+    counted = models.BooleanField(
+        _("counted"),
+        default=False,
+        help_text=_("Whether it shifted the bounce times and added to the bounce count."),
+    )
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        blank=True,
+        default="",
+        help_text=_("RFC 3463 enhanced status code, e.g. 5.1.1."),
+    )
+    diagnostic = models.TextField(_("diagnostic"), blank=True, default="")
+    recipient = models.CharField(
+        _("failed recipient"),
+        max_length=254,
+        blank=True,
+        default="",
+        help_text=_("The recipient the report names (may differ after forwarding)."),
+    )
+    reporting_mta = models.CharField(_("reporting MTA"), max_length=255, blank=True, default="")
+    envelope_sender = models.CharField(_("envelope sender"), max_length=254, blank=True, default="")
+    envelope_recipient = models.CharField(_("envelope recipient"), max_length=254)
+    original_message_id = models.CharField(
+        _("original Message-ID"), max_length=255, blank=True, default=""
+    )
+    classifier_reason = models.CharField(_("classified by"), max_length=100, blank=True, default="")
+    source = models.CharField(
+        _("source"), max_length=16, choices=EventSource.choices, default=EventSource.PIPE
+    )
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, unique=True)
+    raw_message = models.BinaryField(_("raw message"), blank=True, default=b"")
+    raw_size = models.PositiveIntegerField(_("size in bytes"), default=0)
+    raw_truncated = models.BooleanField(_("raw message truncated"), default=False)
+
+    class Meta:
+        verbose_name = _("bounce event")
+        verbose_name_plural = _("bounce events")
+        ordering = ("-received_at",)
+        indexes = [  # noqa: RUF012 - Django's Meta convention
+            models.Index(fields=["tracker", "-received_at"], name="bounce_evt_tracker_idx"),
+            models.Index(fields=["kind", "received_at"], name="bounce_evt_kind_idx"),
+            models.Index(fields=["received_at"], name="bounce_evt_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.status or ''} for {self.tracker_id}".replace("  ", " ")
+
+
+class UnmatchedMessage(models.Model):
+    """Mail to the bounce domain that matches no tracked address.
+
+    Stored rather than refused, so Postfix doesn't retry it for days and staff can
+    still look at it (and attach it to an address).
+    """
+
+    envelope_sender = models.CharField(_("envelope sender"), max_length=254, blank=True, default="")
+    envelope_recipient = models.CharField(_("envelope recipient"), max_length=254)
+    reason = models.CharField(_("why unmatched"), max_length=255)
+    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES, blank=True, default="")
+    status = models.CharField(_("status"), max_length=16, blank=True, default="")
+    diagnostic = models.TextField(_("diagnostic"), blank=True, default="")
+    recipient = models.CharField(_("failed recipient"), max_length=254, blank=True, default="")
+    source = models.CharField(
+        _("source"), max_length=16, choices=EventSource.choices, default=EventSource.PIPE
+    )
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, unique=True)
+    raw_message = models.BinaryField(_("raw message"), blank=True, default=b"")
+    raw_size = models.PositiveIntegerField(_("size in bytes"), default=0)
+    raw_truncated = models.BooleanField(_("raw message truncated"), default=False)
+
+    class Meta:
+        verbose_name = _("unmatched message")
+        verbose_name_plural = _("unmatched messages")
+        ordering = ("-received_at",)
+        indexes = [  # noqa: RUF012 - Django's Meta convention
+            models.Index(fields=["received_at"], name="bounce_unm_received_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.envelope_recipient}: {self.reason}"

@@ -1,7 +1,8 @@
 """The suppression policy: whether a recipient is sent to, and why not.
 
 A policy is any callable ``policy(tracker, message) -> Verdict`` named by dotted
-path in ``BOUNCE_TRACKER["POLICY"]``. It gets the recipient's tracker row (never
+path in ``BOUNCE_TRACKER["POLICY"]`` (optionally with a keyword-only
+``tracker_settings`` argument, see :func:`load_policy`). It gets the recipient's tracker row (never
 ``None``: rows are created before the policy runs) and the caller's original
 message, and must not query the database: it runs once per recipient.
 
@@ -12,6 +13,8 @@ complaints.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,10 +37,12 @@ class Verdict:
 
     @classmethod
     def allow(cls, reason: str = "") -> Verdict:
+        """Send to this recipient (``reason`` is optional)."""
         return cls(send=True, reason=reason)
 
     @classmethod
     def suppress(cls, reason: str) -> Verdict:
+        """Don't send to this recipient; ``reason`` says why, for people."""
         return cls(send=False, reason=reason)
 
 
@@ -45,9 +50,19 @@ Policy = Callable[[EmailAddressTracker, EmailMessage | None], Verdict]
 
 
 def load_policy(tracker_settings: TrackerSettings) -> Policy:
-    """The policy callable named in the settings."""
-    policy: Policy = import_string(tracker_settings.policy)
-    return policy
+    """The policy callable named in the settings, as a ``(tracker, message)`` callable.
+
+    A policy that takes a ``tracker_settings`` keyword argument gets the sending
+    backend's own settings there (including keyword overrides given to the backend).
+    """
+    policy = import_string(tracker_settings.policy)
+    try:
+        takes_settings = "tracker_settings" in inspect.signature(policy).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        takes_settings = False
+    if takes_settings:
+        return functools.partial(policy, tracker_settings=tracker_settings)
+    return policy  # type: ignore[no-any-return]
 
 
 def _day(moment: datetime) -> str:
@@ -87,6 +102,11 @@ def evaluate(
     return Verdict.allow()
 
 
-def default_policy(tracker: EmailAddressTracker, message: EmailMessage | None = None) -> Verdict:
-    """The default policy with the current settings (see :func:`evaluate`)."""
-    return evaluate(tracker, get_settings())
+def default_policy(
+    tracker: EmailAddressTracker,
+    message: EmailMessage | None = None,
+    *,
+    tracker_settings: TrackerSettings | None = None,
+) -> Verdict:
+    """The default rules (see :func:`evaluate`) with the backend's or the current settings."""
+    return evaluate(tracker, tracker_settings or get_settings())

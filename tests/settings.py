@@ -1,6 +1,7 @@
 """Settings for the test suite. DATABASE_URL picks the database (default: SQLite in memory)."""
 
 import os
+import tempfile
 
 import environ
 
@@ -14,6 +15,11 @@ ALLOWED_HOSTS = ["*"]
 
 DATABASES = {"default": env.db("DATABASE_URL", default="sqlite://:memory:")}
 _engine = DATABASES["default"]["ENGINE"]
+if "sqlite" in _engine:
+    # A file, not memory, so that commands run in a subprocess see the test database.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"bounce_tracker_test_{os.getpid()}.sqlite3")
+    }
 if "mysql" in _engine:
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}

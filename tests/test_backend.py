@@ -428,9 +428,10 @@ def test_queries_for_new_recipients_are_bounded_by_the_database_insert_batch(rec
     inserts = [q for q in queries if q["sql"].lstrip().upper().startswith("INSERT")]
     # SELECT, INSERT(s), SELECT of the new rows, UPDATE. SQLite caps a statement at 999
     # parameters, so it needs one INSERT per 71 rows; MariaDB and PostgreSQL need one.
-    fields = len([f for f in EmailAddressTracker._meta.concrete_fields if not f.primary_key])
-    max_inserts = 1 if connection.vendor != "sqlite" else -(-recipients // (999 // fields))
-    assert len(inserts) == max_inserts
+    fields = [f for f in EmailAddressTracker._meta.concrete_fields if not f.primary_key]
+    rows = [EmailAddressTracker(email=a) for a in addresses]
+    batch = connection.ops.bulk_batch_size(fields, rows) or recipients
+    assert len(inserts) == -(-recipients // batch)
     assert len(queries) == 3 + len(inserts)
     assert EmailAddressTracker.objects.filter(msg_count=1).count() == recipients
 
@@ -511,3 +512,36 @@ def test_a_message_id_given_by_the_caller_is_kept():
         ["<campaign-7@example.com>"],
         ["<campaign-7@example.com>"],
     ]
+
+
+def test_an_explicit_to_header_is_kept_even_with_only_bcc_recipients():
+    EmailMessage(
+        "S", "B", "n@example.com", bcc=["x@example.com"], headers={"To": "undisclosed-recipients:;"}
+    ).send()
+    assert mail.outbox[0].message().get_all("To") == ["undisclosed-recipients:;"]
+
+
+def test_keyword_overrides_reach_the_default_policy(settings):
+    settings.BOUNCE_TRACKER = {}
+    backend = BounceTrackingBackend(
+        bounce_domain="bounces.example.net",
+        backend="django.core.mail.backends.locmem.EmailBackend",
+        soft_bounce_limit=1,
+    )
+    now = timezone.now()
+    EmailAddressTracker.objects.create(
+        email="soft@example.com", encoded_from="bounces+soft", last_bounce=now
+    )
+    assert (
+        backend.send_messages(
+            [EmailMessage("S", "B", "n@example.com", ["soft@example.com", "ok@example.com"])]
+        )
+        == 1
+    )
+    assert [m.recipients() for m in mail.outbox] == [["ok@example.com"]]
+    assert mail.outbox[0].from_email.endswith("@bounces.example.net")
+
+
+def test_a_non_string_recipient_is_a_clear_error():
+    with pytest.raises(InvalidAddressError, match="not a string"):
+        get_connection().send_messages([EmailMessage("S", "B", "n@example.com", [["a@x.com"]])])

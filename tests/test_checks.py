@@ -60,6 +60,9 @@ def test_the_checks_run_with_djangos_check_framework():
         ({"VERP_FORMAT": "plain"}, "bounce_tracker.E009"),
         ({"VERP_SECRET": "short"}, "bounce_tracker.E010"),
         ({"OBSERVE_ONLY": "yes"}, "bounce_tracker.E011"),
+        ({"MAX_MESSAGE_BYTES": 1000}, "bounce_tracker.E012"),
+        ({"MAX_MESSAGE_BYTES": "5MB"}, "bounce_tracker.E012"),
+        ({"RAW_MESSAGE_MAX_BYTES": -1}, "bounce_tracker.E013"),
         ({"BOUNCE_DOMIAN": "typo.example.com"}, "bounce_tracker.W001"),
     ],
 )
