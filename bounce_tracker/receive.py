@@ -1,0 +1,300 @@
+"""The receiving side: read a message sent to the bounce address, classify it, record it.
+
+Used by ``manage.py handle_bounce`` (the Postfix pipe target) and by the resident
+receiver. The contract both rely on:
+
+- :func:`read_message` reads a stream to its end with bounded memory.
+- :func:`receive_message` records the message exactly once (by its fingerprint), or
+  stores it as unmatched, or raises. It never returns "try again": any exception
+  means "nothing was recorded, deliver it again later" (exit 75, SMTP 451).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+from django.db import IntegrityError, transaction
+from django.db.models import Case, DateTimeField, F, Value, When
+from django.db.models.functions import Coalesce
+from django.dispatch import Signal
+from django.utils import timezone
+
+from bounce_tracker.classify import Classification, classify_message
+from bounce_tracker.conf import TrackerSettings, get_settings
+from bounce_tracker.kinds import COUNTED_KINDS, SUPPRESSING_KINDS, BounceKind
+from bounce_tracker.models import (
+    BounceEvent,
+    EmailAddressTracker,
+    EventSource,
+    SuppressionReason,
+    UnmatchedMessage,
+)
+from bounce_tracker.signals import address_suppressed, bounce_recorded
+from bounce_tracker.verp import local_part_of, parse_readable
+
+logger = logging.getLogger("bounce_tracker")
+
+READ_CHUNK_BYTES = 64 * 1024
+# Header lines the delivering Postfix adds in front of the message (pipe flags R, O,
+# D; LMTP adds none). Skipped when hashing, so a message hashes the same however it
+# was delivered.
+_DELIVERY_HEADER_RE = re.compile(rb"^(return-path|delivered-to|x-original-to):", re.IGNORECASE)
+_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(<[^<>\s]{3,250}>)", re.IGNORECASE | re.MULTILINE)
+
+_SUPPRESSION_REASONS = {
+    BounceKind.HARD: SuppressionReason.HARD_BOUNCE,
+    BounceKind.COMPLAINT: SuppressionReason.COMPLAINT,
+}
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message read from a stream: its first bytes, its size and a hash of all of it."""
+
+    data: bytes
+    size: int
+    content_hash: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.data)
+
+
+class Outcome(enum.StrEnum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    UNMATCHED = "unmatched"
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    outcome: Outcome
+    kind: BounceKind
+    event: BounceEvent | None = None
+    unmatched: UnmatchedMessage | None = None
+
+
+def read_message(stream: BinaryIO, max_bytes: int) -> IncomingMessage:
+    """Read ``stream`` to its end, keeping at most ``max_bytes`` (memory stays bounded).
+
+    The hash covers everything read except the delivery headers at the very top.
+    """
+    kept = bytearray()
+    digest = hashlib.sha256()
+    size = 0
+    at_top = True
+    pending = b""
+    while chunk := stream.read(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if len(kept) < max_bytes:
+            kept += chunk[: max_bytes - len(kept)]
+        if at_top:
+            pending += chunk
+            pending, at_top = _skip_delivery_headers(pending)
+            if at_top and len(pending) < READ_CHUNK_BYTES:
+                continue  # need the rest of the line to decide
+            digest.update(pending)
+            pending = b""
+            at_top = False
+        else:
+            digest.update(chunk)
+    if pending:
+        digest.update(pending)
+    return IncomingMessage(data=bytes(kept), size=size, content_hash=digest.hexdigest())
+
+
+def _skip_delivery_headers(data: bytes) -> tuple[bytes, bool]:
+    """Drop complete leading delivery header lines; True while undecided (no full line)."""
+    while True:
+        end = data.find(b"\n")
+        if end < 0:
+            return data, True
+        line = data[: end + 1]
+        if not _DELIVERY_HEADER_RE.match(line) or data[end + 1 : end + 2] in (b" ", b"\t"):
+            return data, False
+        data = data[end + 1 :]
+
+
+def fingerprint(message: IncomingMessage, recipient: str) -> str:
+    """What makes two deliveries "the same message" for one bounce address.
+
+    The Message-ID when the message has one: the same report accepted twice by our
+    MX (the remote MTA retried after a timeout) differs in our own Received header
+    but not in its Message-ID. Without a Message-ID, the content hash.
+    """
+    header_end = message.data.find(b"\n\n")
+    if header_end < 0:
+        header_end = message.data.find(b"\r\n\r\n")
+    headers = message.data[: header_end if header_end >= 0 else 64 * 1024]
+    found = _MESSAGE_ID_RE.search(headers)
+    identity = (
+        b"message-id:" + found.group(1) if found else b"content:" + message.content_hash.encode()
+    )
+    return hashlib.sha256(local_part_of(recipient).encode() + b"\n" + identity).hexdigest()
+
+
+def receive_message(
+    message: IncomingMessage,
+    sender: str,
+    recipient: str,
+    *,
+    source: EventSource = EventSource.PIPE,
+    tracker_settings: TrackerSettings | None = None,
+) -> ReceiveResult:
+    """Classify and record a message for the VERP address ``recipient``.
+
+    Raises on anything that prevents recording now (database errors included); the
+    caller then asks the MTA to deliver it again.
+    """
+    tracker_settings = tracker_settings or get_settings()
+    classification = classify_message(message.data)
+    local_part = local_part_of(recipient)
+    tracker = EmailAddressTracker.objects.filter(encoded_from=local_part).first()
+    if tracker is None:
+        readable = parse_readable(local_part, tracker_settings)
+        reason = (
+            f"readable VERP address for {readable}, which is not tracked"
+            if readable
+            else "no tracked address has this VERP local part"
+        )
+        return store_unmatched(
+            message, sender, recipient, classification, reason, source, tracker_settings
+        )
+    return record_bounce(
+        tracker, message, sender, recipient, classification, source, tracker_settings
+    )
+
+
+def _failed_recipient(classification: Classification) -> str:
+    for result in classification.recipients:
+        if result.address:
+            return result.address[:254]
+    return ""
+
+
+def record_bounce(
+    tracker: EmailAddressTracker,
+    message: IncomingMessage,
+    sender: str,
+    recipient: str,
+    classification: Classification,
+    source: EventSource,
+    tracker_settings: TrackerSettings,
+) -> ReceiveResult:
+    """Write the event and update the tracker in one transaction, exactly once."""
+    kind = classification.kind
+    now = timezone.now()
+    event_fingerprint = fingerprint(message, recipient)
+    try:
+        with transaction.atomic():
+            event = BounceEvent.objects.create(
+                tracker=tracker,
+                kind=kind,
+                counted=kind in COUNTED_KINDS,
+                status=(classification.status or "")[:16],
+                diagnostic=classification.diagnostic[:4000],
+                recipient=_failed_recipient(classification),
+                reporting_mta=classification.reporting_mta[:255],
+                envelope_sender=sender[:254],
+                envelope_recipient=recipient[:254],
+                original_message_id=(classification.original_message_id or "")[:255],
+                classifier_reason=classification.reason[:100],
+                source=source,
+                received_at=now,
+                fingerprint=event_fingerprint,
+                raw_message=message.data[: tracker_settings.raw_message_max_bytes],
+                raw_size=message.size,
+                raw_truncated=message.size > tracker_settings.raw_message_max_bytes,
+            )
+            updates = _tracker_updates(kind, now, classification)
+            if updates:
+                EmailAddressTracker.objects.filter(pk=tracker.pk).update(**updates)
+            transaction.on_commit(lambda: _send_signals(tracker.pk, event, kind))
+    except IntegrityError:
+        if BounceEvent.objects.filter(fingerprint=event_fingerprint).exists():
+            return ReceiveResult(Outcome.DUPLICATE, kind)
+        raise
+    return ReceiveResult(Outcome.RECORDED, kind, event=event)
+
+
+def _tracker_updates(
+    kind: BounceKind, now: datetime, classification: Classification
+) -> dict[str, object]:
+    """The SET list of the single UPDATE a bounce of ``kind`` makes.
+
+    Order matters: MySQL/MariaDB evaluate SET assignments left to right with the
+    values already assigned, PostgreSQL and SQLite with the old ones. Assigning
+    ``last_bounce3`` before ``last_bounce2`` before ``last_bounce`` (and
+    ``suppressed_at`` before ``suppressed_reason``) reads old values on all of them.
+    """
+    stamp = Value(now, output_field=DateTimeField())
+    updates: dict[str, object] = {}
+    if kind in SUPPRESSING_KINDS:
+        detail = " ".join(filter(None, [classification.status, classification.diagnostic]))
+        updates["suppressed_at"] = Case(
+            When(suppressed_reason="", then=stamp),
+            default=F("suppressed_at"),
+            output_field=DateTimeField(),
+        )
+        updates["suppressed_reason"] = _SUPPRESSION_REASONS[kind]
+        updates["suppressed_detail"] = detail[:255]
+    if kind in COUNTED_KINDS:
+        updates["last_bounce3"] = F("last_bounce2")
+        updates["last_bounce2"] = F("last_bounce")
+        updates["last_bounce"] = stamp
+        updates["bounce_count"] = F("bounce_count") + 1
+        updates["first_bounce"] = Coalesce(F("first_bounce"), stamp)
+    return updates
+
+
+def _send_signals(tracker_pk: int, event: BounceEvent, kind: BounceKind) -> None:
+    tracker = EmailAddressTracker.objects.get(pk=tracker_pk)
+    _send_robust(bounce_recorded, tracker=tracker, event=event)
+    if kind in SUPPRESSING_KINDS:
+        _send_robust(address_suppressed, tracker=tracker, event=event)
+
+
+def _send_robust(signal: Signal, **kwargs: object) -> None:
+    for receiver, response in signal.send_robust(sender=BounceEvent, **kwargs):
+        if isinstance(response, Exception):
+            logger.error("%r receiver %r failed", signal, receiver, exc_info=response)
+
+
+def store_unmatched(
+    message: IncomingMessage,
+    sender: str,
+    recipient: str,
+    classification: Classification,
+    reason: str,
+    source: EventSource,
+    tracker_settings: TrackerSettings,
+) -> ReceiveResult:
+    """Keep a message that matches no tracked address (once per fingerprint)."""
+    unmatched_fingerprint = fingerprint(message, recipient)
+    try:
+        with transaction.atomic():
+            unmatched = UnmatchedMessage.objects.create(
+                envelope_sender=sender[:254],
+                envelope_recipient=recipient[:254],
+                reason=reason[:255],
+                kind=classification.kind,
+                status=(classification.status or "")[:16],
+                diagnostic=classification.diagnostic[:4000],
+                recipient=_failed_recipient(classification),
+                source=source,
+                fingerprint=unmatched_fingerprint,
+                raw_message=message.data[: tracker_settings.raw_message_max_bytes],
+                raw_size=message.size,
+                raw_truncated=message.size > tracker_settings.raw_message_max_bytes,
+            )
+    except IntegrityError:
+        if UnmatchedMessage.objects.filter(fingerprint=unmatched_fingerprint).exists():
+            return ReceiveResult(Outcome.DUPLICATE, classification.kind)
+        raise
+    return ReceiveResult(Outcome.UNMATCHED, classification.kind, unmatched=unmatched)

@@ -1,0 +1,144 @@
+"""Table-driven tests of the classifier over the corpus in ``tests/fixtures/bounces``.
+
+Each ``*.eml`` file there is a message that reached the bounce address: DSNs and
+non-DSN bounces from many MTAs and providers, delay warnings, success reports,
+auto-replies, ARF complaints, human replies, spam and junk. The ``postfix-real-*``
+files are real Postfix 3.7 output captured from a private loopback instance; the
+rest were written by hand from the formats (RFC 3464, 3463, 3834, 5965) and from
+how each MTA words its reports. ``expected.json`` holds, per file, what an
+independent reader expects:
+
+- ``kind``: one of :class:`~bounce_tracker.kinds.BounceKind`.
+- ``status``: the enhanced status code for the (first) failed recipient, or null when
+  the message carries none that is clearly meant. With null, the classifier may
+  report no status, or, when ``status_class`` is given, any ``x.y.z`` whose class
+  digit is one of ``status_class`` (e.g. ``"5"`` or ``"45"``).
+- ``recipients``: addresses that must appear among the reported recipients.
+- ``family`` and ``note``: where the format comes from and why this verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bounce_tracker.classify import classify_message
+from bounce_tracker.kinds import BounceKind
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
+EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
+
+STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+MIN_FILES = 60
+MIN_FAMILIES = 15
+KIND_VALUES = {kind.value for kind in BounceKind}
+
+
+def _classify(name: str):
+    return classify_message((FIXTURES / name).read_bytes())
+
+
+def _status_ok(expected: dict, got: str | None) -> bool:
+    if expected["status"] is not None:
+        return got == expected["status"]
+    if got is None:
+        return True
+    allowed = expected.get("status_class") or ""
+    return bool(STATUS_RE.match(got)) and got[0] in allowed
+
+
+def _addresses(result) -> list[str]:
+    return [r.address.lower() for r in result.recipients if r.address]
+
+
+# --- the corpus itself (these pass without a classifier) -----------------------------
+
+
+def test_expected_json_matches_the_files():
+    on_disk = {path.name for path in FIXTURES.glob("*.eml")}
+    assert on_disk == set(EXPECTED), (
+        f"without an entry: {sorted(on_disk - set(EXPECTED))}; "
+        f"entry without a file: {sorted(set(EXPECTED) - on_disk)}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_expected_entry_is_well_formed(name):
+    entry = EXPECTED[name]
+    assert entry["kind"] in KIND_VALUES
+    assert entry["status"] is None or STATUS_RE.match(entry["status"])
+    assert set(entry.get("status_class", "")) <= set("245")
+    assert isinstance(entry["recipients"], list)
+    assert all(r == r.lower() and "@" in r for r in entry["recipients"])
+    assert entry["family"]
+    assert entry["note"]
+    if entry["kind"] in {"auto_reply", "not_bounce", "complaint"}:
+        assert entry["status"] is None
+
+
+def test_corpus_coverage():
+    families = {entry["family"] for entry in EXPECTED.values()}
+    kinds = {entry["kind"] for entry in EXPECTED.values()}
+    assert len(EXPECTED) >= MIN_FILES
+    assert len(families) >= MIN_FAMILIES, sorted(families)
+    assert kinds == KIND_VALUES, sorted(KIND_VALUES - kinds)
+
+
+# --- the classifier against the corpus -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_classify_fixture(name):
+    expected = EXPECTED[name]
+    result = _classify(name)
+    context = (
+        f"{name} ({expected['family']}): {expected['note']}\n"
+        f"got kind={result.kind!s} status={result.status!r} reason={result.reason!r} "
+        f"diagnostic={result.diagnostic[:200]!r}"
+    )
+
+    assert result.kind == BounceKind(expected["kind"]), context
+    assert _status_ok(expected, result.status), context
+    addresses = _addresses(result)
+    missing = [r for r in expected["recipients"] if r not in addresses]
+    assert not missing, f"{context}\nmissing recipients {missing}; got {addresses}"
+
+
+def test_overall_accuracy_report(record_property):
+    """Agreement over the whole corpus, printed (run with -s) and recorded as properties.
+
+    The per-file test above demands every verdict; this one reports the totals.
+    """
+    confusion: Counter[tuple[str, str]] = Counter()
+    kind_agree = hard_agree = status_agree = 0
+    for name, expected in EXPECTED.items():
+        result = _classify(name)
+        got = str(result.kind)
+        confusion[(expected["kind"], got)] += 1
+        kind_agree += got == expected["kind"]
+        hard_agree += (got == "hard") == (expected["kind"] == "hard")
+        status_agree += _status_ok(expected, result.status)
+
+    total = len(EXPECTED)
+    lines = [
+        f"fixtures: {total}",
+        f"kind agreement: {kind_agree}/{total} = {kind_agree / total:.1%}",
+        f"hard/not-hard agreement: {hard_agree}/{total} = {hard_agree / total:.1%}",
+        f"status agreement: {status_agree}/{total} = {status_agree / total:.1%}",
+    ]
+    lines += [
+        f"  expected {want:<10} got {got:<10} x{count}"
+        for (want, got), count in sorted(confusion.items())
+        if want != got
+    ]
+    print("\n".join(lines))
+    record_property("kind_agreement", kind_agree / total)
+    record_property("hard_agreement", hard_agree / total)
+    record_property("status_agreement", status_agree / total)
+
+    assert sum(confusion.values()) == total
+    test_corpus_coverage()
