@@ -89,6 +89,9 @@ _SENDER = _rules(
         r"|\bsender is (?:on|in|listed)|\bunauthorized sender",
     ),
     ("mail from", r"\b(?:in reply to|after) mail from\b|\bmail from (?:rejected|denied|refused)"),
+    # SPF, DKIM and DMARC are about the sender's domain, whatever else the reply says
+    # ("SPF record does not exist" is not a dead recipient).
+    ("sender authentication", r"\bspf\b|\bdkim\b|\bdmarc\b"),
     (
         "client host",
         r"\bclient host (?:rejected|blocked|\[)|\bhelo\b|\behlo\b|\breverse (?:dns|lookup|hostname)"
@@ -200,7 +203,7 @@ _DEAD = _rules(
         r" host|\bno (?:mx|mail exchanger)(?: or a)?(?: records?| or ip address)?"
         r" (?:for|found|or ip)|\bno mx\b|\bmx records? points? to non-?existent"
         r"|\bnon-?existent (?:hosts?|domain)|\bhost unknown|\bnon ?existent ?domain"
-        r"|\bdomain name not found|\bunrout(?:e)?able (?:address|domain)"
+        r"|\bdomain name not found|\bunrout(?:e)?able (?:mail )?(?:address|domain)"
         r"|\bunknown mail domain|\bhost not found",
     ),
     (

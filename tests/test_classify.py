@@ -856,3 +856,19 @@ def test_classifier_imports_nothing_from_django():
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     assert output.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("status", "text", "kind"),
+    [
+        ("5.7.1", "550 5.7.1 SPF record does not exist for example.com", BounceKind.SOFT),
+        (
+            "5.7.26",
+            "550 5.7.26 Unauthenticated email is not accepted due to DMARC policy",
+            BounceKind.SOFT,
+        ),
+        ("5.0.0", 'unrouteable mail domain "example.invalid"', BounceKind.HARD),
+    ],
+)
+def test_sender_authentication_and_unroutable_domains(status, text, kind):
+    assert failure_kind(status, text)[0] is kind
