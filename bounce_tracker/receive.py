@@ -36,6 +36,7 @@ from bounce_tracker.models import (
     UnmatchedMessage,
 )
 from bounce_tracker.signals import address_suppressed, bounce_recorded
+from bounce_tracker.tracking import retry_deadlocks
 from bounce_tracker.verp import local_part_of, parse_readable
 
 logger = logging.getLogger("bounce_tracker")
@@ -189,10 +190,23 @@ def record_bounce(
 ) -> ReceiveResult:
     """Write the event and update the tracker in one transaction, exactly once."""
     kind = classification.kind
-    now = timezone.now()
     event_fingerprint = fingerprint(message, recipient)
-    try:
+
+    def write() -> BounceEvent:
         with transaction.atomic():
+            # Lock the tracker row first (for kinds that update it): the event INSERT
+            # takes a shared lock on it for its foreign key, and two handlers for one
+            # address that each hold that shared lock and then want the exclusive one
+            # deadlock on MariaDB. Reading the clock after the lock is granted keeps
+            # last_bounce the latest time however the handlers queue up. A
+            # duplicate's INSERT fails and rolls the UPDATE back with it.
+            if kind in COUNTED_KINDS or kind in SUPPRESSING_KINDS:
+                rows = EmailAddressTracker.objects.select_for_update().filter(pk=tracker.pk)
+                list(rows.values_list("pk", flat=True))
+            now = timezone.now()
+            updates = _tracker_updates(kind, now, classification)
+            if updates:
+                EmailAddressTracker.objects.filter(pk=tracker.pk).update(**updates)
             event = BounceEvent.objects.create(
                 tracker=tracker,
                 kind=kind,
@@ -212,10 +226,11 @@ def record_bounce(
                 raw_size=message.size,
                 raw_truncated=message.size > tracker_settings.raw_message_max_bytes,
             )
-            updates = _tracker_updates(kind, now, classification)
-            if updates:
-                EmailAddressTracker.objects.filter(pk=tracker.pk).update(**updates)
             transaction.on_commit(lambda: _send_signals(tracker.pk, event, kind))
+        return event
+
+    try:
+        event = retry_deadlocks(write)
     except IntegrityError:
         if BounceEvent.objects.filter(fingerprint=event_fingerprint).exists():
             return ReceiveResult(Outcome.DUPLICATE, kind)
@@ -254,9 +269,12 @@ def _tracker_updates(
 
 
 def _send_signals(tracker_pk: int, event: BounceEvent, kind: BounceKind) -> None:
+    suppressed = kind in SUPPRESSING_KINDS
+    if not (bounce_recorded.has_listeners() or (suppressed and address_suppressed.has_listeners())):
+        return  # no query for the updated row when nobody listens
     tracker = EmailAddressTracker.objects.get(pk=tracker_pk)
     _send_robust(bounce_recorded, tracker=tracker, event=event)
-    if kind in SUPPRESSING_KINDS:
+    if suppressed:
         _send_robust(address_suppressed, tracker=tracker, event=event)
 
 

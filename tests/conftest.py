@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 
 REQUIRE_SERVICES = os.environ.get("BOUNCE_TRACKER_REQUIRE_SERVICES") == "1"
+POSTFIX = "/usr/sbin/postfix"
 
 _VENDOR_MARKERS = {"mysql": "mysql", "postgres": "postgresql"}
 _database_problem: str | None = None
@@ -68,6 +69,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 )
         if _database_problem and item.get_closest_marker("django_db"):
             item.add_marker(pytest.mark.skip(reason=_database_problem))
+        if item.get_closest_marker("postfix") and not os.path.exists(POSTFIX):
+            if REQUIRE_SERVICES:
+                item.add_marker(
+                    pytest.mark.xfail(
+                        reason=f"BOUNCE_TRACKER_REQUIRE_SERVICES=1 but {POSTFIX} is missing",
+                        run=False,
+                        strict=True,
+                    )
+                )
+            else:
+                item.add_marker(
+                    pytest.mark.skip(reason=f"{POSTFIX} is missing (apt-get install postfix)")
+                )
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -23,6 +23,8 @@ class SinkState:
     transactions: list[Transaction] = field(default_factory=list)
     #: RCPT TO addresses answered with 550 (lower case).
     reject: set[str] = field(default_factory=set)
+    #: Reply lines for RCPT TO, by lower-case address or "@domain" (e.g. "452 4.2.2 Full").
+    replies: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -52,7 +54,12 @@ class _Handler(socketserver.StreamRequestHandler):
                 self.reply("250 2.1.0 Ok")
             elif verb == "RCPT":
                 address = _address(command)
-                if address.lower() in state.reject:
+                reply = state.replies.get(address.lower()) or state.replies.get(
+                    "@" + address.lower().rpartition("@")[2]
+                )
+                if reply:
+                    self.reply(reply)
+                elif address.lower() in state.reject:
                     self.reply(f"550 5.1.1 <{address}>: Recipient address rejected: No such user")
                 else:
                     rcpts.append(address)

@@ -67,3 +67,28 @@ def test_concurrent_batches_with_overlapping_new_recipients_count_every_copy():
     assert set(
         EmailAddressTracker.objects.filter(email__in=shared).values_list("msg_count", flat=True)
     ) == {8}
+
+
+def test_concurrent_bounces_for_one_address_all_count_without_deadlocks():
+    import io
+
+    from bounce_tracker.conf import get_settings
+    from bounce_tracker.receive import Outcome, read_message, receive_message
+    from tests import messages
+
+    EmailAddressTracker.objects.create(email="dead@example.org", encoded_from="bounces+abc")
+    outcomes = []
+
+    def bounce(index):
+        raw = messages.dsn(status="4.2.2", diagnostic="smtp; 452 4.2.2 Mailbox full")
+        message = read_message(io.BytesIO(raw), get_settings().max_message_bytes)
+        outcomes.append(receive_message(message, "", "bounces+abc@bounces.example.com").outcome)
+
+    run_in_threads(20, bounce)
+
+    assert outcomes == [Outcome.RECORDED] * 20
+    tracker = EmailAddressTracker.objects.get()
+    assert tracker.bounce_count == 20
+    times = [tracker.last_bounce, tracker.last_bounce2, tracker.last_bounce3]
+    assert len(set(times)) == 3
+    assert times == sorted(times, reverse=True)

@@ -1,0 +1,209 @@
+"""The Postfix configuration for this installation, rendered from ``postfix_templates/``.
+
+Three parts: lines for ``main.cf``, the pipe service for ``master.cf`` and the
+transport map entry. :func:`render` fills in this installation's absolute paths and
+settings; :func:`check` writes them into a throwaway Postfix configuration directory
+and runs ``postfix check`` on it.
+
+How the environment reaches the command: Postfix runs pipe commands with an almost
+empty environment. The service's ``argv`` starts with ``/usr/bin/env NAME=VALUE…``,
+so each installation's variables stay with its own service (``export_environment``
+in ``main.cf`` would hand them to every Postfix delivery agent). ``master.cf`` is
+world-readable: pass names of non-secret variables (the settings module, an env file
+path) and let the settings read secrets from a protected file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from bounce_tracker.conf import TrackerSettings
+
+TEMPLATE_FILES = ("main.cf", "master.cf", "transport")
+_PLACEHOLDER_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_SERVICE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}(?::[a-z_][a-z0-9_.-]{0,31})?$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Postfix refuses these as pipe users (root privileges, the mail system owner).
+_FORBIDDEN_USERS = {"root", "postfix"}
+POSTFIX = "/usr/sbin/postfix"
+
+
+class PostfixConfigError(ValueError):
+    """An option that would make a broken or unsafe Postfix configuration."""
+
+
+@dataclass(frozen=True)
+class PipeOptions:
+    """What varies between installations, with the defaults the command uses."""
+
+    python: str
+    manage_py: str
+    service: str = "bouncehandler"
+    user: str = "nobody"
+    maxproc: int = 10
+    environment: dict[str, str] = field(default_factory=dict)
+    map_type: str = "hash"
+    transport_path: str = "/etc/postfix/transport"
+
+    def validate(self) -> None:
+        if not _SERVICE_RE.match(self.service):
+            raise PostfixConfigError(
+                f"Service name {self.service!r}: use lower-case letters, digits, '-' and '_'."
+            )
+        if not _USER_RE.match(self.user) or self.user.split(":")[0] in _FORBIDDEN_USERS:
+            raise PostfixConfigError(
+                f"Pipe user {self.user!r}: use an unprivileged account (not root or postfix) "
+                "that can read the interpreter, the project and its settings."
+            )
+        if not 1 <= self.maxproc <= 1000:
+            raise PostfixConfigError(f"Process limit {self.maxproc}: use 1 to 1000.")
+        for path, what in ((self.python, "Python interpreter"), (self.manage_py, "manage.py")):
+            if not os.path.isabs(path):
+                raise PostfixConfigError(f"The {what} path {path!r} must be absolute.")
+        for name in self.environment:
+            if not _ENV_NAME_RE.match(name):
+                raise PostfixConfigError(f"Environment variable name {name!r} is not valid.")
+        if self.map_type not in ("hash", "texthash", "lmdb", "cdb"):
+            raise PostfixConfigError(
+                f"Map type {self.map_type!r}: use hash, texthash, lmdb or cdb."
+            )
+
+
+def _argv_word(word: str) -> str:
+    """One argv element for master.cf: ``$`` doubled, braces around whitespace."""
+    word = word.replace("$", "$$")
+    if re.search(r"\s", word) or word.startswith("{"):
+        if "{" in word or "}" in word:
+            raise PostfixConfigError(f"Can't quote {word!r} for master.cf (braces and spaces).")
+        return "{" + word + "}"
+    return word
+
+
+def pipe_argv(options: PipeOptions) -> str:
+    """``/usr/bin/env NAME=VALUE… python manage.py`` (``handle_bounce …`` follows)."""
+    words = ["/usr/bin/env"]
+    words += [f"{name}={value}" for name, value in options.environment.items()]
+    words += [options.python, options.manage_py]
+    return " ".join(_argv_word(word) for word in words)
+
+
+def _template(name: str) -> str:
+    return (resources.files("bounce_tracker.postfix_templates") / name).read_text("utf-8")
+
+
+def render(options: PipeOptions, tracker_settings: TrackerSettings) -> dict[str, str]:
+    """Each configuration file's rendered part, by file name."""
+    options.validate()
+    values = {
+        "bounce_domain": tracker_settings.bounce_domain,
+        "delimiter": tracker_settings.verp_delimiter,
+        "service": options.service,
+        "user": options.user,
+        "maxproc": str(options.maxproc),
+        "argv": pipe_argv(options),
+        "map_type": options.map_type,
+        "transport_path": options.transport_path,
+    }
+
+    def substitute(match: re.Match[str]) -> str:
+        return values[match.group(1)]
+
+    return {name: _PLACEHOLDER_RE.sub(substitute, _template(name)) for name in TEMPLATE_FILES}
+
+
+def render_text(options: PipeOptions, tracker_settings: TrackerSettings) -> str:
+    """All parts, in the order an administrator applies them."""
+    parts = render(options, tracker_settings)
+    return "\n".join(parts[name] for name in ("main.cf", "master.cf", "transport"))
+
+
+# The smallest instance configuration ``postfix check`` accepts, for --check. Nothing
+# here is part of the rendered output; it only gives the rendered lines a home.
+_CHECK_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {base}/spool
+data_directory = {base}/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
+inet_interfaces = loopback-only
+mydestination =
+alias_maps =
+alias_database =
+"""
+_CHECK_MASTER_CF = """\
+pickup    unix  n  -  n  60  1  pickup
+cleanup   unix  n  -  n  -   0  cleanup
+qmgr      unix  n  -  n  300 1  qmgr
+rewrite   unix  -  -  n  -   -  trivial-rewrite
+bounce    unix  -  -  n  -   0  bounce
+defer     unix  -  -  n  -   0  bounce
+trace     unix  -  -  n  -   0  bounce
+smtp      unix  -  -  n  -   -  smtp
+error     unix  -  -  n  -   -  error
+postlog   unix-dgram n - n -  1  postlogd
+"""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    output: str
+
+
+def check(options: PipeOptions, tracker_settings: TrackerSettings) -> CheckResult:
+    """Write the rendered parts into a temporary config directory; run ``postfix check``."""
+    if not os.path.exists(POSTFIX):
+        return CheckResult(False, f"{POSTFIX} not found: install Postfix to check the config.")
+    if os.geteuid() != 0:
+        return CheckResult(False, "postfix check must run as root (Postfix reserves it).")
+    parts = render(options, tracker_settings)
+    base = Path(tempfile.mkdtemp(prefix="btpf-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        (base / "spool").mkdir(mode=0o755)
+        etc = base / "etc"
+        etc.mkdir(mode=0o755)
+        transport = etc / "transport"
+        transport.write_text(parts["transport"])
+        check_options = PipeOptions(
+            **{**options.__dict__, "map_type": "texthash", "transport_path": str(transport)}
+        )
+        checked = render(check_options, tracker_settings)
+        (etc / "main.cf").write_text(_CHECK_MAIN_CF.format(base=base) + checked["main.cf"])
+        (etc / "master.cf").write_text(_CHECK_MASTER_CF + checked["master.cf"])
+        past = time.time() - 60  # Postfix waits until main.cf is a second old
+        for path in etc.iterdir():
+            os.utime(path, (past, past))
+        result = subprocess.run(
+            [POSTFIX, "-c", str(etc), "check"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        log = (base / "maillog").read_text() if (base / "maillog").exists() else ""
+        problems = [line for line in log.splitlines() if "warning:" in line or "fatal:" in line]
+        output = "\n".join([result.stdout.strip(), result.stderr.strip(), *problems]).strip()
+        return CheckResult(result.returncode == 0 and not problems, output)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def default_manage_py() -> str | None:
+    """The absolute path of manage.py when the command runs as ``python manage.py …``."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "manage.py":
+        return os.path.abspath(script)
+    return None

@@ -1,0 +1,318 @@
+"""A private, loopback-only Postfix instance for end-to-end tests, and a TCP proxy.
+
+The instance lives in a short world-readable directory under /tmp (Postfix needs
+0755 parents and socket paths under 108 bytes), listens on an unprivileged
+127.0.0.1 port, uses no DNS, logs to a file and has its own queue. Its pipe service
+is the one ``bounce_postfix_config`` renders. Facts behind the settings are in
+``shared/postfix-test-instance.md`` of the project's steering notes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bounce_tracker.conf import TrackerSettings
+from bounce_tracker.postfix import PipeOptions, render
+
+POSTFIX = "/usr/sbin/postfix"
+POSTQUEUE = "/usr/sbin/postqueue"
+POSTSUPER = "/usr/sbin/postsuper"
+
+_BASE_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {base}/spool
+data_directory = {base}/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
+myhostname = mx.postfix-e2e.test
+mydomain = postfix-e2e.test
+myorigin = $myhostname
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+biff = no
+smtputf8_enable = no
+append_dot_mydomain = no
+default_transport = error:5.7.1 default route disabled in test instance
+relay_transport = $default_transport
+local_transport = error:5.1.1 local delivery disabled in test instance
+"""
+
+PROFILES = {
+    # Retries every second, a delay warning at the first deferral, expiry after 2 s.
+    "fast": {
+        "queue_run_delay": "1s",
+        "minimal_backoff_time": "1s",
+        "maximal_backoff_time": "1s",
+        "delay_warning_time": "1s",
+        "maximal_queue_lifetime": "2s",
+        "bounce_queue_lifetime": "2s",
+    },
+    # Deferred mail stays put until the test flushes the queue.
+    "hold": {
+        "queue_run_delay": "1h",
+        "minimal_backoff_time": "1h",
+        "maximal_backoff_time": "1h",
+        "delay_warning_time": "0",
+        "maximal_queue_lifetime": "1d",
+        "bounce_queue_lifetime": "1d",
+    },
+}
+
+_BASE_MASTER_CF = """\
+127.0.0.1:{smtp_port} inet n - n - - smtpd
+pickup    unix  n  -  n  60  1  pickup
+cleanup   unix  n  -  n  -   0  cleanup
+qmgr      unix  n  -  n  300 1  qmgr
+rewrite   unix  -  -  n  -   -  trivial-rewrite
+bounce    unix  -  -  n  -   0  bounce
+defer     unix  -  -  n  -   0  bounce
+trace     unix  -  -  n  -   0  bounce
+verify    unix  -  -  n  -   1  verify
+flush     unix  n  -  n  1000? 0 flush
+proxymap  unix  -  -  n  -   -  proxymap
+smtp      unix  -  -  n  -   -  smtp
+relay     unix  -  -  n  -   -  smtp
+showq     unix  n  -  n  -   -  showq
+error     unix  -  -  n  -   -  error
+retry     unix  -  -  n  -   -  error
+discard   unix  -  -  n  -   -  discard
+anvil     unix  -  -  n  -   1  anvil
+scache    unix  -  -  n  -   1  scache
+postlog   unix-dgram n - n -  1  postlogd
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``condition`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class PostfixInstance:
+    """One private Postfix: start, reconfigure, inspect the queue and the log, stop."""
+
+    def __init__(
+        self, pipe: PipeOptions, tracker_settings: TrackerSettings, routes: dict[str, str]
+    ) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="pfx-", dir="/tmp"))
+        self.base.chmod(0o755)
+        self.etc = self.base / "etc"
+        self.smtp_port = free_port()
+        self.pipe = PipeOptions(
+            **{
+                **pipe.__dict__,
+                "map_type": "texthash",
+                "transport_path": str(self.etc / "transport"),
+            }
+        )
+        self.tracker_settings = tracker_settings
+        self.routes = routes
+
+    # -- configuration -------------------------------------------------------------
+
+    def _write_config(self, profile: str) -> None:
+        self.etc.mkdir(mode=0o755, exist_ok=True)
+        (self.base / "spool").mkdir(mode=0o755, exist_ok=True)
+        rendered = render(self.pipe, self.tracker_settings)
+        settings_lines = "".join(f"{k} = {v}\n" for k, v in PROFILES[profile].items())
+        (self.etc / "main.cf").write_text(
+            _BASE_MAIN_CF.format(base=self.base) + settings_lines + rendered["main.cf"]
+        )
+        (self.etc / "master.cf").write_text(
+            _BASE_MASTER_CF.format(smtp_port=self.smtp_port) + rendered["master.cf"]
+        )
+        routes = "".join(f"{domain}    {nexthop}\n" for domain, nexthop in self.routes.items())
+        (self.etc / "transport").write_text(rendered["transport"] + routes)
+        self._backdate()
+
+    def _backdate(self) -> None:
+        # Postfix programs wait until main.cf is a second old; a minute in the past
+        # avoids that 2 s pause on every start and reload.
+        past = time.time() - 60
+        for path in self.etc.iterdir():
+            os.utime(path, (past, past))
+
+    def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [POSTFIX, "-c", str(self.etc), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"postfix {' '.join(args)} failed; log:\n{self.log()[-3000:]}")
+        return result
+
+    def start(self, profile: str = "fast") -> None:
+        self._write_config(profile)
+        self._postfix("check")
+        self._postfix("start")
+        wait_until(
+            lambda: self._postfix("status", check=False).returncode == 0, 10, "postfix to start"
+        )
+        wait_until(self._smtpd_listening, 10, "smtpd to listen")
+
+    def _smtpd_listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def set_profile(self, profile: str) -> None:
+        for name, value in PROFILES[profile].items():
+            subprocess.run(
+                ["postconf", "-c", str(self.etc), "-e", f"{name} = {value}"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+        self._backdate()
+        self._postfix("reload")
+
+    def stop(self) -> None:
+        try:
+            self._postfix("stop", check=False)
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- the queue and the log -----------------------------------------------------
+
+    def queue(self) -> list[dict[str, object]]:
+        result = subprocess.run(
+            [POSTQUEUE, "-c", str(self.etc), "-j"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+    def flush(self) -> None:
+        subprocess.run(
+            [POSTQUEUE, "-c", str(self.etc), "-f"], check=True, timeout=30, capture_output=True
+        )
+
+    def empty_queue(self) -> None:
+        subprocess.run(
+            [POSTSUPER, "-c", str(self.etc), "-d", "ALL"],
+            check=False,
+            timeout=30,
+            capture_output=True,
+        )
+
+    def log(self) -> str:
+        path = self.base / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_lines(self, pattern: str) -> list[str]:
+        regex = re.compile(pattern)
+        return [line for line in self.log().splitlines() if regex.search(line)]
+
+    def wait_for_log(self, pattern: str, timeout: float = 20, count: int = 1) -> list[str]:
+        try:
+            wait_until(
+                lambda: len(self.log_lines(pattern)) >= count,
+                timeout,
+                f"{count} log line(s) matching {pattern!r}",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the log ends:\n{self.log()[-4000:]}") from None
+        return self.log_lines(pattern)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target; ``down()`` makes connections fail.
+
+    Plays a database that becomes unreachable and comes back, without touching the
+    real server other tests use.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+
+    def up(self) -> None:
+        if self._listener is not None:
+            return
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        if self._listener is not None:
+            # close() alone leaves a thread blocked in accept() listening on Linux;
+            # shutdown() wakes it, so new connections are refused from now on.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # Either side closing ends both directions; the other pump then stops on
+            # its closed socket.
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()

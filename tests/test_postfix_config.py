@@ -1,0 +1,137 @@
+import os
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from bounce_tracker.conf import get_settings
+from bounce_tracker.postfix import PipeOptions, PostfixConfigError, check, pipe_argv, render
+
+ROOT = Path(__file__).resolve().parent.parent
+MANAGE_PY = str(ROOT / "example_project" / "manage.py")
+
+
+def options(**overrides):
+    return PipeOptions(
+        **{"python": "/usr/bin/python3", "manage_py": "/srv/site/manage.py", **overrides}
+    )
+
+
+def rendered(**overrides):
+    out = StringIO()
+    call_command(
+        "bounce_postfix_config",
+        "--manage-py",
+        MANAGE_PY,
+        *overrides.get("args", []),
+        stdout=out,
+        stderr=StringIO(),
+    )
+    return out.getvalue()
+
+
+def test_the_output_has_every_part_with_absolute_paths_and_settings():
+    text = rendered()
+    pipe_line = next(line for line in text.splitlines() if "argv=" in line)
+    assert pipe_line.strip().startswith("flags=Rq user=nobody argv=/usr/bin/env ")
+    assert f" {os.path.abspath(sys.executable)} {MANAGE_PY} " in pipe_line
+    assert pipe_line.endswith("handle_bounce -- ${sender} ${recipient}")
+    assert "DJANGO_SETTINGS_MODULE=tests.settings" in pipe_line
+    assert "bouncehandler unix - n n - 10 pipe" in text
+    assert "bouncehandler_destination_recipient_limit = 1" in text
+    assert "recipient_delimiter = +" in text
+    assert "transport_maps = hash:/etc/postfix/transport" in text
+    assert "bounces.example.com    bouncehandler:" in text
+    assert "relay_domains = bounces.example.com" in text
+    for part in ("main.cf", "master.cf", "/etc/postfix/transport"):
+        assert f"# ---- {part}" in text
+
+
+def test_options_change_the_service_user_concurrency_map_and_environment(monkeypatch):
+    monkeypatch.setenv("SITE_ENV_FILE", "/etc/site/env")
+    text = rendered(
+        args=[
+            "--service",
+            "djbounce",
+            "--user",
+            "www-data",
+            "--maxproc",
+            "4",
+            "--map-type",
+            "texthash",
+            "--transport-path",
+            "/etc/postfix/bt",
+            "--env",
+            "SITE_ENV_FILE",
+            "--env",
+            "MODE=pipe",
+        ]
+    )
+    assert "djbounce unix - n n - 4 pipe" in text
+    assert "user=www-data " in text
+    assert "djbounce_destination_recipient_limit = 1" in text
+    assert "transport_maps = texthash:/etc/postfix/bt" in text
+    assert "SITE_ENV_FILE=/etc/site/env MODE=pipe " in text
+
+
+def test_the_delimiter_follows_the_verp_setting(settings):
+    settings.BOUNCE_TRACKER = {**settings.BOUNCE_TRACKER, "VERP_DELIMITER": "-"}
+    assert "recipient_delimiter = -" in rendered()
+
+
+def test_dollars_are_doubled_and_spaces_are_braced_in_argv():
+    argv = pipe_argv(options(environment={"A": "x$y", "B": "two words"}))
+    assert "A=x$$y" in argv
+    assert "{B=two words}" in argv
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"user": "root"}, "unprivileged"),
+        ({"user": "postfix"}, "unprivileged"),
+        ({"python": "python3"}, "absolute"),
+        ({"service": "Bad Name"}, "Service name"),
+        ({"maxproc": 0}, "Process limit"),
+        ({"environment": {"1BAD": "x"}}, "not valid"),
+        ({"map_type": "mysql"}, "Map type"),
+    ],
+)
+def test_unsafe_or_broken_options_are_refused(overrides, problem):
+    with pytest.raises(PostfixConfigError, match=problem):
+        render(options(**overrides), get_settings())
+
+
+def test_the_command_explains_a_bad_option_or_unset_variable():
+    with pytest.raises(CommandError, match="unprivileged"):
+        rendered(args=["--user", "root"])
+    with pytest.raises(CommandError, match="NOT_SET_ANYWHERE"):
+        rendered(args=["--env", "NOT_SET_ANYWHERE"])
+
+
+def test_without_manage_py_the_command_asks_for_its_path():
+    result = subprocess.run(
+        [sys.executable, "-m", "django", "bounce_postfix_config"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "--manage-py" in result.stderr
+
+
+@pytest.mark.postfix
+def test_postfix_check_passes_on_the_rendered_configuration():
+    assert os.geteuid() == 0, "postfix check needs root"
+    result = check(options(python=sys.executable, manage_py=MANAGE_PY), get_settings())
+    assert result.ok, result.output
+    err = StringIO()
+    call_command(
+        "bounce_postfix_config", "--manage-py", MANAGE_PY, "--check", stdout=StringIO(), stderr=err
+    )
+    assert "postfix check: OK" in err.getvalue()

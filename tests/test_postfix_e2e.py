@@ -1,0 +1,259 @@
+"""End to end through a real Postfix: real mail, real failures, real DSNs, the real pipe.
+
+Mail goes out through the tracking backend to a private Postfix, which relays it to
+a fake remote MTA (``SmtpSink``) that rejects or defers; Postfix writes the DSN to
+the VERP address and its pipe service, rendered by ``bounce_postfix_config``, runs
+``handle_bounce`` as ``nobody``. The database is MariaDB, reached by the pipe
+through a proxy the tests can take down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core import mail
+from django.db import connection
+from django.test import override_settings
+
+from bounce_tracker.conf import get_settings
+from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
+from bounce_tracker.postfix import PipeOptions
+from tests.postfix_harness import PostfixInstance, TcpProxy, wait_until
+from tests.smtp_sink import SmtpSink
+
+pytestmark = [
+    pytest.mark.postfix,
+    pytest.mark.mysql,
+    pytest.mark.django_db(transaction=True),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+BOUNCE_DOMAIN = "bounces.example.com"
+PIPE_USER = "nobody"
+
+
+def _nobody_can_import(python: str, pythonpath: str) -> bool:
+    probe = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            python,
+            "-c",
+            "import django, MySQLdb; django.setup(); import bounce_tracker.receive",
+        ],
+        env={
+            "PYTHONPATH": pythonpath,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+    )
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def pipe_installation() -> Iterator[tuple[str, str]]:
+    """(interpreter, PYTHONPATH) that the unprivileged pipe user can read.
+
+    The checkout itself when its path is readable by everyone; otherwise (e.g. a
+    clone under /root, mode 0700) a copy of the virtualenv and the project in /tmp.
+    """
+    if _nobody_can_import(sys.executable, str(ROOT)):
+        yield sys.executable, str(ROOT)
+        return
+    copy = Path(tempfile.mkdtemp(prefix="btpf-app-", dir="/tmp"))
+    try:
+        copy.chmod(0o755)
+        shutil.copytree(sys.prefix, copy / "venv", symlinks=True)
+        for part in ("bounce_tracker", "postfix_templates", "tests", "example_project"):
+            shutil.copytree(ROOT / part, copy / "app" / part, symlinks=True)
+        python = str(copy / "venv" / "bin" / Path(sys.executable).name)
+        assert _nobody_can_import(python, str(copy / "app")), "copied installation unusable"
+        yield python, str(copy / "app")
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def database_proxy() -> Iterator[TcpProxy]:
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    proxy = TcpProxy(database["HOST"] or "127.0.0.1", int(database["PORT"] or 3306))
+    proxy.up()
+    yield proxy
+    proxy.down()
+
+
+@pytest.fixture(scope="module")
+def postfix(
+    pipe_installation, remote, database_proxy, django_db_setup, django_db_blocker
+) -> Iterator[PostfixInstance]:
+    if not os.path.exists("/usr/sbin/postfix"):
+        pytest.skip("Postfix is not installed (apt-get install postfix)")
+    python, pythonpath = pipe_installation
+    with django_db_blocker.unblock():
+        db = connection.settings_dict
+        url = (
+            f"mysql://{db['USER']}:{db['PASSWORD'] or ''}@127.0.0.1:"
+            f"{database_proxy.port}/{db['NAME']}"
+        )
+    pipe = PipeOptions(
+        python=python,
+        manage_py=str(Path(pythonpath) / "example_project" / "manage.py"),
+        user=PIPE_USER,
+        environment={
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PYTHONPATH": pythonpath,
+            "DATABASE_URL": url,
+        },
+    )
+    with override_settings(BOUNCE_TRACKER={"BOUNCE_DOMAIN": BOUNCE_DOMAIN}):
+        tracker_settings = get_settings()
+    nexthop = f"smtp:[127.0.0.1]:{remote.port}"
+    instance = PostfixInstance(pipe, tracker_settings, routes={"remote.example": nexthop})
+    instance.start("fast")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_slate(request, postfix, remote, database_proxy):
+    postfix.empty_queue()
+    remote.state.replies.clear()
+    remote.state.transactions.clear()
+    database_proxy.up()
+    started = time.monotonic()
+    yield
+    request.node.user_properties.append(("seconds", round(time.monotonic() - started, 2)))
+
+
+@pytest.fixture
+def send(postfix):
+    """Send through the tracking backend, wrapping SMTP to the private Postfix."""
+
+    def send(to: str, subject: str = "Newsletter") -> int:
+        with override_settings(
+            BOUNCE_TRACKER={
+                "BOUNCE_DOMAIN": BOUNCE_DOMAIN,
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            },
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=postfix.smtp_port,
+        ):
+            return mail.send_mail(subject, "Hello.", "News <news@example.com>", [to])
+
+    return send
+
+
+def tracker(address: str) -> EmailAddressTracker:
+    return EmailAddressTracker.objects.for_email(address).get()
+
+
+def wait_for_events(address: str, count: int = 1, timeout: float = 30, **filters):
+    def found():
+        events = BounceEvent.objects.filter(tracker__email=address, **filters)
+        return list(events) if events.count() >= count else None
+
+    return wait_until(found, timeout, f"{count} {filters or ''} event(s) for {address}")
+
+
+def test_user_unknown_becomes_a_hard_bounce_that_suppresses(postfix, remote, send):
+    address = "gone@remote.example"
+    remote.state.replies[address] = (
+        "550 5.1.1 <gone@remote.example>: Recipient address rejected: User unknown"
+    )
+    assert send(address) == 1
+
+    [event] = wait_for_events(address)
+    assert (event.kind, event.status, event.recipient) == ("hard", "5.1.1", address)
+    assert event.reporting_mta == "mx.postfix-e2e.test"
+    row = tracker(address)
+    assert (row.bounce_count, row.suppressed_reason) == (1, "hard")
+    postfix.wait_for_log(r"relay=bouncehandler.*status=sent")
+    assert send(address, "Next issue") == 0  # the policy skips it now
+    time.sleep(0.5)
+    assert tracker(address).bounce_count == 1
+
+
+def test_a_full_mailbox_rejection_is_soft_counted_and_not_suppressed(send, remote):
+    address = "full@remote.example"
+    remote.state.replies[address] = "552 5.2.2 <full@remote.example>: Mailbox full, over quota"
+    send(address)
+    [event] = wait_for_events(address)
+    assert (event.kind, event.status, event.counted) == ("soft", "5.2.2", True)
+    row = tracker(address)
+    assert (row.bounce_count, row.suppressed_reason) == (1, "")
+
+
+def test_a_deferral_gives_a_delay_warning_then_one_counted_bounce_on_expiry(send, remote):
+    address = "later@remote.example"
+    remote.state.replies[address] = "451 4.2.0 <later@remote.example>: Try again later"
+    send(address)
+    [delayed] = wait_for_events(address, kind="delayed")
+    assert (delayed.counted, delayed.status) == (False, "4.2.0")
+    [final] = wait_for_events(address, kind="soft", timeout=30)
+    assert final.counted
+    assert tracker(address).bounce_count == 1
+    assert BounceEvent.objects.filter(tracker__email=address).count() == 2
+
+
+def test_a_dsn_arriving_while_the_database_is_down_waits_in_the_queue(
+    postfix, send, remote, database_proxy
+):
+    postfix.set_profile("hold")
+    try:
+        address = "gone2@remote.example"
+        remote.state.replies[address] = "550 5.1.1 <gone2@remote.example>: User unknown"
+        # Only the pipe goes through the proxy; sending here still reaches the database.
+        database_proxy.down()
+        send(address)
+        deferred = postfix.wait_for_log(r"relay=bouncehandler.*status=deferred")
+        assert "Postfix will retry" in deferred[-1]
+        assert not BounceEvent.objects.exists()
+        queued = postfix.queue()
+        assert [q["recipients"][0]["address"] for q in queued] == [
+            f"{tracker(address).encoded_from}@{BOUNCE_DOMAIN}"
+        ]
+
+        database_proxy.up()
+        postfix.flush()
+        [event] = wait_for_events(address)
+        assert event.kind == "hard"
+        wait_until(lambda: not postfix.queue(), 20, "the queue to empty")
+        assert tracker(address).bounce_count == 1
+    finally:
+        database_proxy.up()
+        postfix.set_profile("fast")
+
+
+def test_mail_to_an_unknown_token_is_stored_as_unmatched_and_delivered(postfix):
+    recipient = f"bounces+nosuchtoken00000000000000@{BOUNCE_DOMAIN}"
+    with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=10) as client:
+        client.sendmail(
+            "", [recipient], b"From: someone@example.org\r\nSubject: hello\r\n\r\nhi\r\n"
+        )
+    unmatched = wait_until(lambda: UnmatchedMessage.objects.first(), 30, "unmatched mail")
+    assert unmatched.envelope_recipient.lower() == recipient
+    postfix.wait_for_log(rf"to=<{re.escape(recipient)}>.*relay=bouncehandler.*status=sent")
