@@ -18,6 +18,9 @@ from bounce_tracker.addresses import normalize_email
 from bounce_tracker.kinds import BounceKind
 
 
+KIND_CHOICES = [(kind.value, kind.label) for kind in BounceKind]
+
+
 class CaseFoldedCharField(models.CharField):  # type: ignore[type-arg]
     """A CharField whose values are stored lower-cased and compared byte for byte.
 
@@ -110,12 +113,24 @@ class EmailAddressTracker(models.Model):
         default="",
         help_text=_("E.g. the status code and diagnostic of the bounce that suppressed it."),
     )
+    last_event_kind = models.CharField(
+        _("kind of last message"),
+        max_length=16,
+        blank=True,
+        default="",
+        choices=KIND_CHOICES,
+        help_text=_("The kind of the last message received for this address."),
+    )
 
     objects = EmailAddressTrackerQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("email address tracker")
         verbose_name_plural = _("email address trackers")
+        permissions = [  # noqa: RUF012 - Django's Meta convention
+            ("toggle_ignore_bounces", "Can turn IgnoreBounces on and off"),
+            ("unsuppress_address", "Can un-suppress an address and reset its counters"),
+        ]
         ordering = ("email",)
         indexes = [  # noqa: RUF012 - Django's Meta convention
             models.Index(
@@ -152,8 +167,6 @@ class EmailAddressTracker(models.Model):
         self.suppressed_detail = ""
         self.save(update_fields=["suppressed_reason", "suppressed_at", "suppressed_detail"])
 
-
-KIND_CHOICES = [(kind.value, kind.label) for kind in BounceKind]
 
 
 class EventSource(models.TextChoices):

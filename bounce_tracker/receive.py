@@ -194,19 +194,16 @@ def record_bounce(
 
     def write() -> BounceEvent:
         with transaction.atomic():
-            # Lock the tracker row first (for kinds that update it): the event INSERT
-            # takes a shared lock on it for its foreign key, and two handlers for one
-            # address that each hold that shared lock and then want the exclusive one
-            # deadlock on MariaDB. Reading the clock after the lock is granted keeps
-            # last_bounce the latest time however the handlers queue up. A
-            # duplicate's INSERT fails and rolls the UPDATE back with it.
-            if kind in COUNTED_KINDS or kind in SUPPRESSING_KINDS:
-                rows = EmailAddressTracker.objects.select_for_update().filter(pk=tracker.pk)
-                list(rows.values_list("pk", flat=True))
+            # Lock the tracker row first: the event INSERT takes a shared lock on it
+            # for its foreign key, and two handlers for one address that each hold
+            # that shared lock and then want the exclusive one deadlock on MariaDB.
+            # Reading the clock after the lock is granted keeps last_bounce the
+            # latest time however the handlers queue up. A duplicate's INSERT fails
+            # and rolls the UPDATE back with it.
+            row = EmailAddressTracker.objects.filter(pk=tracker.pk)
+            list(row.select_for_update().values_list("pk", flat=True))
             now = timezone.now()
-            updates = _tracker_updates(kind, now, classification)
-            if updates:
-                EmailAddressTracker.objects.filter(pk=tracker.pk).update(**updates)
+            row.update(**_tracker_updates(kind, now, classification))
             event = BounceEvent.objects.create(
                 tracker=tracker,
                 kind=kind,
@@ -241,7 +238,10 @@ def record_bounce(
 def _tracker_updates(
     kind: BounceKind, now: datetime, classification: Classification
 ) -> dict[str, object]:
-    """The SET list of the single UPDATE a bounce of ``kind`` makes.
+    """The SET list of the single UPDATE a message of ``kind`` makes.
+
+    Every kind records itself as ``last_event_kind``; counted kinds shift the bounce
+    times, suppressing kinds set the suppression mark.
 
     Order matters: MySQL/MariaDB evaluate SET assignments left to right with the
     values already assigned, PostgreSQL and SQLite with the old ones. Assigning
@@ -249,7 +249,7 @@ def _tracker_updates(
     ``suppressed_at`` before ``suppressed_reason``) reads old values on all of them.
     """
     stamp = Value(now, output_field=DateTimeField())
-    updates: dict[str, object] = {}
+    updates: dict[str, object] = {"last_event_kind": kind.value}
     if kind in SUPPRESSING_KINDS:
         detail = " ".join(filter(None, [classification.status, classification.diagnostic]))
         updates["suppressed_at"] = Case(
