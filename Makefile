@@ -76,13 +76,14 @@ lint: $(VENV)/.installed
 # One pass per database; tests marked for another database's server are deselected.
 # A database that is not running makes its pass skip (or fail, when
 # BOUNCE_TRACKER_REQUIRE_SERVICES=1).
+# The real-browser and Postfix tests run in the MariaDB pass (the primary database).
 define run_suite
 	@echo "=== $(1): SQLite ==="
-	$(2)/bin/python -m pytest -m "not mysql and not postgres" $(PYTEST_ARGS)
+	$(2)/bin/python -m pytest -m "not mysql and not postgres and not browser" $(PYTEST_ARGS)
 	@echo "=== $(1): MariaDB ==="
 	DATABASE_URL=$(MYSQL_URL) $(2)/bin/python -m pytest -m "not postgres" $(PYTEST_ARGS)
 	@echo "=== $(1): PostgreSQL ==="
-	DATABASE_URL=$(POSTGRES_URL) $(2)/bin/python -m pytest -m "not mysql" $(PYTEST_ARGS)
+	DATABASE_URL=$(POSTGRES_URL) $(2)/bin/python -m pytest -m "not mysql and not browser" $(PYTEST_ARGS)
 endef
 
 .PHONY: test

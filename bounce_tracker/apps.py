@@ -1,4 +1,5 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
@@ -9,3 +10,12 @@ class BounceTrackerConfig(AppConfig):
 
     def ready(self) -> None:
         from bounce_tracker import checks  # noqa: F401  (registers the system checks)
+
+        if apps.is_installed("django.contrib.auth") and apps.is_installed(
+            "django.contrib.contenttypes"
+        ):
+            from bounce_tracker.permissions import create_support_group
+
+            post_migrate.connect(
+                create_support_group, sender=self, dispatch_uid="bounce_tracker_support_group"
+            )
