@@ -17,7 +17,6 @@ from django.utils.translation import gettext_lazy as _
 from bounce_tracker.addresses import normalize_email
 from bounce_tracker.kinds import BounceKind
 
-
 KIND_CHOICES = [(kind.value, kind.label) for kind in BounceKind]
 
 
@@ -166,7 +165,6 @@ class EmailAddressTracker(models.Model):
         self.suppressed_at = None
         self.suppressed_detail = ""
         self.save(update_fields=["suppressed_reason", "suppressed_at", "suppressed_detail"])
-
 
 
 class EventSource(models.TextChoices):
