@@ -320,21 +320,29 @@ class Seed:
         return f"{self.local_part(n)}@{BOUNCE_DOMAIN}"
 
     def rows(self, start: int, stop: int) -> Iterator[tuple[Any, ...]]:
-        # email, encoded_from, ignore_bounces, msg_count, bounce_count,
-        # suppressed_reason, suppressed_detail: every NOT NULL column.
+        """Values for :func:`seed_columns`: the address, its local part, then defaults."""
+        defaults = seed_defaults()
         for n in range(start, stop):
-            yield (self.email(n), self.local_part(n), False, 1, 0, "", "")
+            yield (self.email(n), self.local_part(n), *defaults)
 
 
-SEED_COLUMNS = (
-    "email",
-    "encoded_from",
-    "ignore_bounces",
-    "msg_count",
-    "bounce_count",
-    "suppressed_reason",
-    "suppressed_detail",
-)
+def _not_null_fields() -> list[Any]:
+    from bounce_tracker.models import EmailAddressTracker
+
+    return [
+        field
+        for field in EmailAddressTracker._meta.concrete_fields
+        if not field.primary_key and not field.null and field.name not in ("email", "encoded_from")
+    ]
+
+
+def seed_columns() -> tuple[str, ...]:
+    """email, encoded_from and every other NOT NULL column (read from the model)."""
+    return ("email", "encoded_from", *(field.column for field in _not_null_fields()))
+
+
+def seed_defaults() -> tuple[Any, ...]:
+    return tuple(field.get_default() for field in _not_null_fields())
 
 
 def seed_addresses(seed: Seed) -> float:
@@ -344,7 +352,8 @@ def seed_addresses(seed: Seed) -> float:
     from bounce_tracker.models import EmailAddressTracker
 
     table = EmailAddressTracker._meta.db_table
-    columns = ", ".join(SEED_COLUMNS)
+    seed_column_names = seed_columns()
+    columns = ", ".join(seed_column_names)
     start = time.perf_counter()
     with transaction.atomic():
         connection.ensure_connection()
@@ -360,7 +369,7 @@ def seed_addresses(seed: Seed) -> float:
             placeholder = "%s" if connection.vendor == "mysql" else "?"
             statement = (
                 f"INSERT INTO {table} ({columns}) VALUES "
-                f"({', '.join([placeholder] * len(SEED_COLUMNS))})"
+                f"({', '.join([placeholder] * len(seed_column_names))})"
             )
             cursor = raw_connection.cursor()
             if connection.vendor == "mysql":
@@ -374,7 +383,7 @@ def seed_addresses(seed: Seed) -> float:
         else:
             EmailAddressTracker.objects.bulk_create(
                 (
-                    EmailAddressTracker(**dict(zip(SEED_COLUMNS, row, strict=True)))
+                    EmailAddressTracker(**dict(zip(seed_column_names, row, strict=True)))
                     for row in seed.rows(0, seed.count)
                 ),
                 batch_size=SEED_BATCH_ROWS,
