@@ -11,8 +11,10 @@ receiver. The contract both rely on:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
+import io
 import logging
 import re
 from dataclasses import dataclass
@@ -316,3 +318,52 @@ def store_unmatched(
             return ReceiveResult(Outcome.DUPLICATE, classification.kind)
         raise
     return ReceiveResult(Outcome.UNMATCHED, classification.kind, unmatched=unmatched)
+
+
+def stored_message(raw: bytes | memoryview, size: int) -> IncomingMessage:
+    """An :class:`IncomingMessage` rebuilt from a stored raw message and its original size.
+
+    The hash covers the stored bytes (the first ``RAW_MESSAGE_MAX_BYTES`` of a larger
+    message), so rebuilding the same stored message always gives the same fingerprint.
+    """
+    raw = bytes(raw)
+    message = read_message(io.BytesIO(raw), max_bytes=len(raw))
+    return dataclasses.replace(message, size=max(size, len(raw)))
+
+
+def record_unmatched_message(
+    unmatched: UnmatchedMessage,
+    tracker: EmailAddressTracker,
+    *,
+    tracker_settings: TrackerSettings | None = None,
+) -> ReceiveResult:
+    """Record a stored unmatched message as a message for ``tracker`` (staff chose it).
+
+    The stored raw message is classified again and recorded like a delivered one
+    (:func:`record_bounce`, source ``admin``), exactly once: the fingerprint is the one
+    the message has for the bounce address it really reached, so attaching it twice,
+    attaching a redelivered copy, or a redelivery once the address exists, records
+    nothing more (outcome ``duplicate``; ``event`` is then the event recorded before).
+    The unmatched row itself is left to the caller to delete.
+    """
+    tracker_settings = tracker_settings or get_settings()
+    message = stored_message(unmatched.raw_message, unmatched.raw_size)
+    classification = classify_message(message.data)
+    result = record_bounce(
+        tracker,
+        message,
+        unmatched.envelope_sender,
+        unmatched.envelope_recipient,
+        classification,
+        EventSource.ADMIN,
+        tracker_settings,
+    )
+    if result.outcome == Outcome.DUPLICATE:
+        earlier = (
+            BounceEvent.objects.select_related("tracker")
+            .defer("raw_message")
+            .filter(fingerprint=fingerprint(message, unmatched.envelope_recipient))
+            .first()
+        )
+        return ReceiveResult(Outcome.DUPLICATE, result.kind, event=earlier)
+    return result

@@ -31,8 +31,13 @@ def browser() -> Iterator[Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-gpu"],
+            args=[
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-gpu",
+            ],
         )
         yield browser
         browser.close()
