@@ -91,6 +91,11 @@ class DailyCounts:
         """Events of every kind in the period."""
         return sum(kind.total for kind in self.kinds)
 
+    @property
+    def summary(self) -> str:
+        """E.g. "1 hard bounce, 13 soft bounce": the kinds that occurred, with counts."""
+        return ", ".join(f"{kind.total} {kind.label}" for kind in self.kinds if kind.total)
+
     def total_of(self, kinds: frozenset[BounceKind], last_days: int | None = None) -> int:
         """Events of ``kinds`` in the period, or in its last ``last_days`` days."""
         start = len(self.days) - last_days if last_days is not None else 0
@@ -238,7 +243,7 @@ def chart_description(counts: DailyCounts) -> str:
     )
     if not counts.total:
         return f"{period}: none."
-    by_kind = ", ".join(f"{kind.total} {kind.label}" for kind in counts.kinds if kind.total)
+    by_kind = counts.summary
     busiest_index = max(
         range(len(counts.days)), key=lambda i: sum(k.per_day[i] for k in counts.kinds)
     )

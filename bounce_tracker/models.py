@@ -236,7 +236,12 @@ class BounceEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.status or ''} for {self.tracker_id}".replace("  ", " ")
+        try:
+            label = BounceKind(self.kind).label
+        except ValueError:  # a kind stored by a newer version
+            label = self.kind
+        status = f" {self.status}" if self.status else ""
+        return f"{label}{status}, {self.received_at:%Y-%m-%d %H:%M}"
 
 
 class UnmatchedMessage(models.Model):
