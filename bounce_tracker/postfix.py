@@ -29,6 +29,14 @@ from pathlib import Path
 from bounce_tracker.conf import TrackerSettings
 
 TEMPLATE_FILES = ("main.cf", "master.cf", "transport")
+#: With ``--lmtp``: the same parts, from these templates.
+LMTP_TEMPLATE_FILES = {
+    "main.cf": "lmtp_main.cf",
+    "master.cf": "lmtp_master.cf",
+    "transport": "lmtp_transport",
+}
+DEFAULT_LMTP = "127.0.0.1:10025"
+_LMTP_RE = re.compile(r"^(?:inet:(?:\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|unix:/[^\s$]+)$")
 _PLACEHOLDER_RE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _SERVICE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 _USER_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}(?::[a-z_][a-z0-9_.-]{0,31})?$")
@@ -54,6 +62,9 @@ class PipeOptions:
     environment: dict[str, str] = field(default_factory=dict)
     map_type: str = "hash"
     transport_path: str = "/etc/postfix/transport"
+    #: Deliver through the LMTP receiver instead of the pipe: ``inet:HOST:PORT`` or
+    #: ``unix:/path`` (see :func:`lmtp_nexthop`).
+    lmtp: str | None = None
 
     def validate(self) -> None:
         if not _SERVICE_RE.match(self.service):
@@ -77,6 +88,31 @@ class PipeOptions:
             raise PostfixConfigError(
                 f"Map type {self.map_type!r}: use hash, texthash, lmdb or cdb."
             )
+        if self.lmtp is not None and not _LMTP_RE.match(self.lmtp):
+            raise PostfixConfigError(
+                f"LMTP address {self.lmtp!r}: use HOST:PORT, inet:HOST:PORT or unix:/path."
+            )
+
+
+def lmtp_nexthop(address: str | None) -> str:
+    """``inet:HOST:PORT`` or ``unix:/path`` from what ``--lmtp`` accepts.
+
+    ``HOST:PORT``, ``[IPV6]:PORT`` and ``inet:…`` are TCP; ``unix:/path`` or an
+    absolute path is a Unix socket; nothing means :data:`DEFAULT_LMTP`.
+    """
+    address = (address or DEFAULT_LMTP).strip()
+    if address.startswith(("inet:", "unix:")):
+        return address
+    if address.startswith("/"):
+        return f"unix:{address}"
+    return f"inet:{address}"
+
+
+def _lmtp_listen(nexthop: str) -> str:
+    """The receive_bounces arguments that listen where ``nexthop`` points."""
+    if nexthop.startswith("unix:"):
+        return f"--unix {nexthop[len('unix:') :]}"
+    return nexthop[len("inet:") :]
 
 
 def _argv_word(word: str) -> str:
@@ -102,7 +138,7 @@ def _template(name: str) -> str:
 
 
 def render(options: PipeOptions, tracker_settings: TrackerSettings) -> dict[str, str]:
-    """Each configuration file's rendered part, by file name."""
+    """Each configuration file's rendered part, by file name (pipe or LMTP)."""
     options.validate()
     values = {
         "bounce_domain": tracker_settings.bounce_domain,
@@ -113,12 +149,18 @@ def render(options: PipeOptions, tracker_settings: TrackerSettings) -> dict[str,
         "argv": pipe_argv(options),
         "map_type": options.map_type,
         "transport_path": options.transport_path,
+        "lmtp": options.lmtp or "",
+        "lmtp_listen": _lmtp_listen(options.lmtp) if options.lmtp else "",
     }
 
     def substitute(match: re.Match[str]) -> str:
         return values[match.group(1)]
 
-    return {name: _PLACEHOLDER_RE.sub(substitute, _template(name)) for name in TEMPLATE_FILES}
+    files = LMTP_TEMPLATE_FILES if options.lmtp else {name: name for name in TEMPLATE_FILES}
+    return {
+        name: _PLACEHOLDER_RE.sub(substitute, _template(template))
+        for name, template in files.items()
+    }
 
 
 def render_text(options: PipeOptions, tracker_settings: TrackerSettings) -> str:

@@ -88,38 +88,69 @@ def read_message(stream: BinaryIO, max_bytes: int) -> IncomingMessage:
 
     The hash covers everything read except the delivery headers at the very top.
     """
-    kept = bytearray()
-    digest = hashlib.sha256()
-    size = 0
-    at_top = True
-    pending = b""
+    builder = MessageBuilder(max_bytes)
     while chunk := stream.read(READ_CHUNK_BYTES):
-        size += len(chunk)
-        if len(kept) < max_bytes:
-            kept += chunk[: max_bytes - len(kept)]
-        if at_top:
-            pending += chunk
-            pending, at_top = _skip_delivery_headers(pending)
-            if at_top and len(pending) < READ_CHUNK_BYTES:
-                continue  # need the rest of the line to decide
-            digest.update(pending)
-            pending = b""
-            at_top = False
-        else:
-            digest.update(chunk)
-    if pending:
-        digest.update(pending)
-    return IncomingMessage(data=bytes(kept), size=size, content_hash=digest.hexdigest())
+        builder.write(chunk)
+    return builder.finish()
 
 
-def _skip_delivery_headers(data: bytes) -> tuple[bytes, bool]:
-    """Drop complete leading delivery header lines; True while undecided (no full line)."""
+class MessageBuilder:
+    """Builds an :class:`IncomingMessage` from pieces of any size, in bounded memory.
+
+    :func:`read_message` feeds it a stream's chunks; the LMTP receiver feeds it the
+    lines of a DATA section. The result is the same however the bytes are split.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._kept = bytearray()
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._at_top = True
+        self._pending = b""
+
+    def write(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if len(self._kept) < self.max_bytes:
+            self._kept += chunk[: self.max_bytes - len(self._kept)]
+        if not self._at_top:
+            self._digest.update(chunk)
+            return
+        self._pending += chunk
+        self._pending, self._at_top = _skip_delivery_headers(self._pending, final=False)
+        if self._at_top and len(self._pending) < READ_CHUNK_BYTES:
+            return  # need the rest of the line to decide
+        self._digest.update(self._pending)
+        self._pending = b""
+        self._at_top = False
+
+    def finish(self) -> IncomingMessage:
+        if self._at_top:
+            self._pending, _ = _skip_delivery_headers(self._pending, final=True)
+        self._digest.update(self._pending)
+        self._pending = b""
+        return IncomingMessage(
+            data=bytes(self._kept), size=self._size, content_hash=self._digest.hexdigest()
+        )
+
+
+def _skip_delivery_headers(data: bytes, *, final: bool = True) -> tuple[bytes, bool]:
+    """Drop complete leading delivery header lines; True while undecided.
+
+    Undecided: no complete line yet, or (unless ``final``) a delivery header line that
+    ends where the data ends, so a folded continuation may still follow.
+    """
     while True:
         end = data.find(b"\n")
         if end < 0:
             return data, True
         line = data[: end + 1]
-        if not _DELIVERY_HEADER_RE.match(line) or data[end + 1 : end + 2] in (b" ", b"\t"):
+        if not _DELIVERY_HEADER_RE.match(line):
+            return data, False
+        following = data[end + 1 : end + 2]
+        if not following and not final:
+            return data, True
+        if following in (b" ", b"\t"):
             return data, False
         data = data[end + 1 :]
 

@@ -3,8 +3,10 @@
 The instance lives in a short world-readable directory under /tmp (Postfix needs
 0755 parents and socket paths under 108 bytes), listens on an unprivileged
 127.0.0.1 port, uses no DNS, logs to a file and has its own queue. Its pipe service
-is the one ``bounce_postfix_config`` renders. Facts behind the settings are in
-``shared/postfix-test-instance.md`` of the project's steering notes.
+is the one ``bounce_postfix_config`` renders; with ``PipeOptions(lmtp=...)`` the
+bounce domain goes to the LMTP receiver instead (``bounce_postfix_config --lmtp``).
+Facts behind the settings are in ``shared/postfix-test-instance.md`` of the project's
+steering notes.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 smtp_host_lookup = native
+lmtp_host_lookup = native
 biff = no
 smtputf8_enable = no
 append_dot_mydomain = no
@@ -94,6 +97,7 @@ flush     unix  n  -  n  1000? 0 flush
 proxymap  unix  -  -  n  -   -  proxymap
 smtp      unix  -  -  n  -   -  smtp
 relay     unix  -  -  n  -   -  smtp
+lmtp      unix  -  -  n  -   -  lmtp
 showq     unix  n  -  n  -   -  showq
 error     unix  -  -  n  -   -  error
 retry     unix  -  -  n  -   -  error

@@ -135,3 +135,54 @@ def test_postfix_check_passes_on_the_rendered_configuration():
         "bounce_postfix_config", "--manage-py", MANAGE_PY, "--check", stdout=StringIO(), stderr=err
     )
     assert "postfix check: OK" in err.getvalue()
+
+
+def test_without_lmtp_the_pipe_is_rendered_and_no_lmtp_route():
+    text = rendered()
+    assert "lmtp:" not in text
+    assert "bounces.example.com    bouncehandler:" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "nexthop", "listen"),
+    [
+        (["--lmtp"], "lmtp:inet:127.0.0.1:10025", "receive_bounces 127.0.0.1:10025"),
+        (["--lmtp", "127.0.0.1:2424"], "lmtp:inet:127.0.0.1:2424", "127.0.0.1:2424"),
+        (["--lmtp", "inet:[::1]:24"], "lmtp:inet:[::1]:24", "[::1]:24"),
+        (
+            ["--lmtp", "/var/spool/postfix/private/bounces"],
+            "lmtp:unix:/var/spool/postfix/private/bounces",
+            "--unix /var/spool/postfix/private/bounces",
+        ),
+        (["--lmtp", "unix:/run/b.sock"], "lmtp:unix:/run/b.sock", "--unix /run/b.sock"),
+    ],
+)
+def test_lmtp_routes_the_bounce_domain_to_the_receiver(args, nexthop, listen):
+    text = rendered(args=args)
+    assert f"bounces.example.com    {nexthop}\n" in text
+    assert "relay_domains = bounces.example.com" in text
+    assert "transport_maps = hash:/etc/postfix/transport" in text
+    assert "recipient_delimiter = +" in text
+    assert listen in text
+    # No pipe service and no per-recipient limit: LMTP replies per recipient.
+    assert "handle_bounce" not in text
+    assert "destination_recipient_limit" not in text
+    assert " pipe\n" not in text
+    for part in ("main.cf", "master.cf", "/etc/postfix/transport"):
+        assert f"# ---- {part}" in text
+
+
+@pytest.mark.parametrize("address", ["inet:host", "unix:relative", "bad address:1", "tcp:x:1"])
+def test_a_bad_lmtp_address_is_refused(address):
+    with pytest.raises(PostfixConfigError, match="LMTP address"):
+        render(options(lmtp=address), get_settings())
+
+
+@pytest.mark.postfix
+def test_postfix_check_passes_on_the_lmtp_configuration():
+    assert os.geteuid() == 0, "postfix check needs root"
+    result = check(
+        options(python=sys.executable, manage_py=MANAGE_PY, lmtp="inet:127.0.0.1:10025"),
+        get_settings(),
+    )
+    assert result.ok, result.output

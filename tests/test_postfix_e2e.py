@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -257,3 +259,93 @@ def test_mail_to_an_unknown_token_is_stored_as_unmatched_and_delivered(postfix):
     unmatched = wait_until(lambda: UnmatchedMessage.objects.first(), 30, "unmatched mail")
     assert unmatched.envelope_recipient.lower() == recipient
     postfix.wait_for_log(rf"to=<{re.escape(recipient)}>.*relay=bouncehandler.*status=sent")
+
+
+# --- The same loop through the resident LMTP receiver --------------------------------
+
+
+@pytest.fixture(scope="module")
+def lmtp_postfix(remote, django_db_setup, django_db_blocker) -> Iterator[PostfixInstance]:
+    """A second Postfix whose bounce domain goes to ``receive_bounces`` over LMTP."""
+    from tests.postfix_harness import free_port
+
+    with django_db_blocker.unblock():
+        db = connection.settings_dict
+        url = f"mysql://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    port = free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "django", "receive_bounces", f"127.0.0.1:{port}"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": url,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    instance = None
+    try:
+
+        def listening() -> bool:
+            assert receiver.poll() is None, receiver.communicate()[1].decode()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(listening, 60, "receive_bounces to listen")
+        pipe = PipeOptions(
+            python=sys.executable,
+            manage_py=str(ROOT / "example_project" / "manage.py"),
+            lmtp=f"inet:127.0.0.1:{port}",
+        )
+        with override_settings(BOUNCE_TRACKER={"BOUNCE_DOMAIN": BOUNCE_DOMAIN}):
+            tracker_settings = get_settings()
+        instance = PostfixInstance(
+            pipe, tracker_settings, routes={"remote.example": f"smtp:[127.0.0.1]:{remote.port}"}
+        )
+        instance.start("fast")
+        yield instance
+    finally:
+        if instance is not None:
+            instance.stop()
+        receiver.send_signal(signal.SIGTERM)
+        _, err = receiver.communicate(timeout=60)
+        assert receiver.returncode == 0, err.decode()
+
+
+def test_user_unknown_through_lmtp_becomes_a_hard_bounce_that_suppresses(lmtp_postfix, remote):
+    address = "gone-lmtp@remote.example"
+    remote.state.replies[address] = (
+        "550 5.1.1 <gone-lmtp@remote.example>: Recipient address rejected: User unknown"
+    )
+
+    def send(subject: str) -> int:
+        with override_settings(
+            BOUNCE_TRACKER={
+                "BOUNCE_DOMAIN": BOUNCE_DOMAIN,
+                "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            },
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=lmtp_postfix.smtp_port,
+        ):
+            return mail.send_mail(subject, "Hello.", "News <news@example.com>", [address])
+
+    assert send("Newsletter") == 1
+    [event] = wait_for_events(address)
+    assert (event.kind, event.status, event.recipient, event.source) == (
+        "hard",
+        "5.1.1",
+        address,
+        "lmtp",
+    )
+    assert event.reporting_mta == "mx.postfix-e2e.test"
+    row = tracker(address)
+    assert (row.bounce_count, row.suppressed_reason) == (1, "hard")
+    [delivered] = lmtp_postfix.wait_for_log(r"postfix/lmtp\[.*relay=127\.0\.0\.1.*status=sent")
+    assert "recorded" in delivered
+    assert send("Next issue") == 0  # the policy skips it now
+    time.sleep(0.5)
+    assert tracker(address).bounce_count == 1

@@ -1,6 +1,7 @@
 """``manage.py bounce_postfix_config``: the Postfix configuration for this installation.
 
-Prints the main.cf lines, the master.cf pipe service and the transport map entry,
+Prints the main.cf lines, the master.cf pipe service and the transport map entry
+(with ``--lmtp [ADDR]``: the transport entry for the resident LMTP receiver instead),
 rendered from ``postfix_templates/`` with this installation's absolute interpreter
 and manage.py paths and its BOUNCE_TRACKER settings. ``--check`` also runs
 ``postfix check`` on them in a throwaway configuration directory.
@@ -16,10 +17,12 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bounce_tracker.conf import get_settings
 from bounce_tracker.postfix import (
+    DEFAULT_LMTP,
     PipeOptions,
     PostfixConfigError,
     check,
     default_manage_py,
+    lmtp_nexthop,
     render_text,
 )
 
@@ -75,6 +78,16 @@ class Command(BaseCommand):
             help="transport map file (default: %(default)s)",
         )
         parser.add_argument(
+            "--lmtp",
+            nargs="?",
+            const=DEFAULT_LMTP,
+            default=None,
+            metavar="ADDR",
+            help="route bounces to the resident LMTP receiver (receive_bounces) instead "
+            f"of the pipe: HOST:PORT (default {DEFAULT_LMTP}), inet:HOST:PORT, "
+            "unix:/path or /path",
+        )
+        parser.add_argument(
             "--check",
             action="store_true",
             help="also run 'postfix check' on the rendered configuration",
@@ -95,6 +108,7 @@ class Command(BaseCommand):
             environment=self._environment(options["env"]),
             map_type=options["map_type"],
             transport_path=options["transport_path"],
+            lmtp=lmtp_nexthop(options["lmtp"]) if options["lmtp"] else None,
         )
         tracker_settings = get_settings()
         try:
