@@ -25,7 +25,9 @@ version = ".".join(__version__.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    "myst_parser",  # docs/performance.md
 ]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 
 exclude_patterns = ["_build"]
 language = "en"
