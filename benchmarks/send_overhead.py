@@ -16,6 +16,12 @@ policy, finding or creating the tracker rows and counting the sends. Two cases:
 rows exist). Inner backends: Django's locmem backend, and Django's SMTP backend
 talking to a throwaway SMTP sink this script runs on 127.0.0.1.
 
+Then a memory check (``--memory-batches N``, default 50; 0 skips it): N batches of
+1,000 recipients through the tracking backend over locmem (the outbox emptied after
+each batch), once with the same recipients every batch (steady state) and once with
+1,000 new recipients per batch (rows created), reporting tracemalloc's current size
+after batch 1, N/2 and N and the growth per batch between N/2 and N.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/send_overhead.py
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +63,8 @@ INNER_BACKENDS = {
     "smtp": "django.core.mail.backends.smtp.EmailBackend",
 }
 CASES = ("first send", "steady")
+MEMORY_BATCH_SIZE = 1000
+MEMORY_CASES = ("same recipients", "new recipients")
 SHAPES = ("messages", "bcc")
 # A typical plain-text newsletter body, about 2 KB.
 BODY = "\n".join(
@@ -414,6 +423,95 @@ class Bench:
         return list(results.values())
 
 
+# --- Memory -------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryResult:
+    """tracemalloc's current size after some batches of one memory case."""
+
+    case: str
+    batches: int
+    recipients: int
+    current: dict[int, int] = field(default_factory=dict)  # batches sent -> bytes
+
+
+def memory_checkpoints(batches: int) -> list[int]:
+    """After which batches to read the size: 1, N/2 and N."""
+    return sorted({1, max(1, batches // 2), batches})
+
+
+def measure_memory(bench: Bench, case: str, batches: int) -> MemoryResult:
+    """Send ``batches`` batches through the tracker over locmem under tracemalloc.
+
+    "same recipients" sends one batch's addresses once beforehand (so their rows exist)
+    and then every batch to them; "new recipients" sends each batch to addresses never
+    seen. Messages are built afresh for every batch, as an application would, and
+    ``mail.outbox`` is emptied after each one.
+    """
+    from django.core import mail
+    from django.core.mail import get_connection
+
+    result = MemoryResult(case, batches, MEMORY_BATCH_SIZE)
+    checkpoints = set(memory_checkpoints(batches))
+    same = bench.fresh_addresses(MEMORY_BATCH_SIZE) if case == "same recipients" else None
+
+    def send_one() -> None:
+        recipients = same if same is not None else bench.fresh_addresses(MEMORY_BATCH_SIZE)
+        get_connection(TRACKING_BACKEND).send_messages(bench.build_batch(recipients))
+        delivered = len(getattr(mail, "outbox", []))
+        if delivered != MEMORY_BATCH_SIZE:
+            bench.warnings.append(
+                f"memory, {case}: {delivered} of {MEMORY_BATCH_SIZE} copies delivered."
+            )
+        mail.outbox = []
+
+    send_one()  # warm-up, not traced: creates the rows of "same", loads every module
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for number in range(1, batches + 1):
+            send_one()
+            if number in checkpoints:
+                gc.collect()
+                result.current[number] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return result
+
+
+def format_memory(results: Sequence[MemoryResult]) -> str:
+    """One line per memory case: sizes at batch 1, N/2 and N, growth per batch."""
+    from bounce_tracker import addresses
+
+    lines = []
+    for result in results:
+        points = memory_checkpoints(result.batches)
+        sizes = ", ".join(
+            f"after batch {number:,}: {result.current[number] / 1024:,.0f} KiB" for number in points
+        )
+        middle, last = max(1, result.batches // 2), result.batches
+        if last > middle:
+            growth = (result.current[last] - result.current[middle]) / (last - middle)
+            growth_text = f"growth per batch from {middle:,} to {last:,}: {growth / 1024:+,.1f} KiB"
+        else:
+            growth_text = "growth per batch: n/a (fewer than 2 batches)"
+        lines.append(
+            f"{result.case} ({result.batches:,} batches of {result.recipients:,}): "
+            f"{sizes}; {growth_text}"
+        )
+    caches = [addresses._parse_address_text, addresses.normalize_email]
+    lines.append(
+        "the new-recipients line grows only until the address caches are full: "
+        + ", ".join(
+            f"{cache.__name__} holds {cache.cache_info().currsize:,} of at most "
+            f"{cache.cache_info().maxsize:,} entries"
+            for cache in caches
+        )
+    )
+    return "\n".join(lines)
+
+
 # --- Output --------------------------------------------------------------------------
 
 
@@ -529,9 +627,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "postgres://postgres@127.0.0.1:5432/bounce_tracker_bench "
         "(default: a SQLite file in a temporary directory); created when missing",
     )
+    parser.add_argument(
+        "--memory-batches",
+        type=int,
+        default=50,
+        help="batches of 1,000 recipients for the memory check, through the tracker over "
+        "locmem, with the same and with new recipients each batch (default: 50; 0 skips it)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.memory_batches < 0:
+        parser.error("--memory-batches must be 0 or more")
     return args
 
 
@@ -567,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_domain = f"run-{secrets.token_hex(4)}.bench.example"
         bench = Bench(shape=args.shape, sink=sink, run_domain=run_domain)
         results: list[Result] = []
+        memory: list[MemoryResult] = []
         try:
             for inner in args.backends:
                 tracker_settings = {
@@ -576,6 +684,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with override_settings(BOUNCE_TRACKER=tracker_settings):
                     for size in args.sizes:
                         results += bench.measure(inner, size, args.rounds)
+            if args.memory_batches:
+                tracker_settings = {
+                    "BOUNCE_DOMAIN": BOUNCE_DOMAIN,
+                    "BACKEND": INNER_BACKENDS["locmem"],
+                }
+                with override_settings(BOUNCE_TRACKER=tracker_settings):
+                    memory = [
+                        measure_memory(bench, case, args.memory_batches) for case in MEMORY_CASES
+                    ]
         finally:
             # Leave a reused MySQL/PostgreSQL database as it was found.
             EmailAddressTracker.objects.filter(email__endswith=f"@{run_domain}").delete()
@@ -583,6 +700,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print()
     print(format_table(results))
+    if memory:
+        print()
+        print(
+            "memory: tracemalloc current size (Python allocations) after gc, tracking "
+            "backend over locmem, outbox emptied after each batch"
+        )
+        print(format_memory(memory))
     for warning in bench.warnings:
         print(f"warning: {warning}")
     return 0

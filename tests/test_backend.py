@@ -407,7 +407,7 @@ def test_open_close_and_context_manager_delegate_to_the_inner_backend():
     assert Recording.events == ["open", "close"]
 
 
-@pytest.mark.parametrize("recipients", [1, 100, 1000])
+@pytest.mark.parametrize("recipients", [1, 100, 1000, 10_000])
 def test_queries_per_batch_do_not_grow_with_the_number_of_known_recipients(recipients):
     addresses = [f"user{i}@example.com" for i in range(recipients)]
     backend = get_connection()
