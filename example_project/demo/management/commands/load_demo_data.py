@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from bounce_tracker.addresses import normalize_email
 from bounce_tracker.conf import get_settings
-from bounce_tracker.models import EmailAddressTracker, SuppressionReason
+from bounce_tracker.models import BounceEvent, EmailAddressTracker, SuppressionReason
 from bounce_tracker.policy import evaluate
 from bounce_tracker.verp import encode_local_part
 
@@ -108,6 +108,46 @@ def demo_rows(now: datetime) -> dict[str, dict[str, Any]]:
     }
 
 
+#: The history each demo address gets: (kind, status, diagnostic) for each bounce time
+#: in its row (newest first), plus messages that don't count.
+DIAGNOSTICS = {
+    "hard": ("5.1.1", "smtp; 550 5.1.1 <{email}>: Recipient address rejected: User unknown"),
+    "soft": ("4.2.2", "smtp; 452 4.2.2 <{email}>: Mailbox full, over quota"),
+    "complaint": ("", "ARF feedback report (Feedback-Type: abuse) from the mailbox provider"),
+    "auto_reply": ("", "Automatic reply: I am out of the office until Monday"),
+    "delayed": (
+        "4.4.1",
+        "X-Postfix; connect to mx.example.org[192.0.2.7]:25: Connection timed out",
+    ),
+}
+EXTRA_EVENTS = {
+    "alice@example.com": [("auto_reply", 6)],
+    "bob.smith@example.org": [("delayed", 4)],
+    "complainer@example.com": [("complaint", 4)],
+}
+
+
+def demo_events(tracker: EmailAddressTracker, now: datetime) -> list[tuple[str, datetime]]:
+    """(kind, when) of the demo history of one address, oldest first."""
+    kind = "hard" if tracker.suppressed_reason == SuppressionReason.HARD_BOUNCE else "soft"
+    times = [t for t in (tracker.last_bounce3, tracker.last_bounce2, tracker.last_bounce) if t]
+    events = [(kind, when) for when in times]
+    events += [
+        (extra, now - timedelta(days=days)) for extra, days in EXTRA_EVENTS.get(tracker.email, [])
+    ]
+    return sorted(events, key=lambda event: event[1])
+
+
+def demo_raw_message(email: str, kind: str, status: str, diagnostic: str) -> bytes:
+    """A short stand-in for the stored raw message (the admin shows it as text)."""
+    return (
+        f"From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\n"
+        f"Subject: demo {kind} for {email}\n\n"
+        f"Final-Recipient: rfc822; {email}\nStatus: {status or '-'}\n"
+        f"Diagnostic-Code: {diagnostic}\n"
+    ).encode()
+
+
 class Command(BaseCommand):
     help = "Fill the tracker with demo addresses in every state and create the demo superuser."
 
@@ -134,6 +174,7 @@ class Command(BaseCommand):
                     },
                 )
                 trackers.append(tracker)
+                self._record_history(tracker, now)
             self._create_superuser()
 
         width = max(len(tracker.email) for tracker in trackers)
@@ -149,6 +190,33 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Username: {DEMO_USERNAME}  Password: {DEMO_PASSWORD}  (demo only)")
         )
+
+    def _record_history(self, tracker: EmailAddressTracker, now: datetime) -> None:
+        """Bounce events matching the row's bounce times, keyed so reruns change nothing."""
+        events = demo_events(tracker, now)
+        for number, (kind, when) in enumerate(events):
+            status, diagnostic = DIAGNOSTICS[kind]
+            diagnostic = diagnostic.format(email=tracker.email)
+            raw = demo_raw_message(tracker.email, kind, status, diagnostic)
+            BounceEvent.objects.update_or_create(
+                fingerprint=f"demo:{tracker.email}:{number}",
+                defaults={
+                    "tracker": tracker,
+                    "kind": kind,
+                    "counted": kind in ("hard", "soft"),
+                    "status": status,
+                    "diagnostic": diagnostic,
+                    "recipient": tracker.email,
+                    "reporting_mta": "mx.example.net",
+                    "envelope_sender": "MAILER-DAEMON",
+                    "envelope_recipient": f"{tracker.encoded_from}@bounces.example.com",
+                    "received_at": when,
+                    "raw_message": raw,
+                    "raw_size": len(raw),
+                },
+            )
+        if events:
+            EmailAddressTracker.objects.filter(pk=tracker.pk).update(last_event_kind=events[-1][0])
 
     def _create_superuser(self) -> None:
         user, _ = User.objects.get_or_create(username=DEMO_USERNAME)
