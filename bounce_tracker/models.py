@@ -175,25 +175,15 @@ class EventSource(models.TextChoices):
     ADMIN = "admin", _("attached by staff")
 
 
-class BounceEvent(models.Model):
-    """One message that reached the bounce address for a tracked address.
+class ReceivedMessage(models.Model):
+    """What every message received for the bounce domain keeps, matched or not.
 
     ``fingerprint`` is unique: the same message delivered twice (Postfix retries
-    after a temporary failure or a crash) is recorded, and counted, once.
+    after a temporary failure or a crash) is recorded once.
     """
 
-    tracker = models.ForeignKey(
-        EmailAddressTracker,
-        on_delete=models.CASCADE,
-        related_name="bounce_events",
-        verbose_name=_("address"),
-    )
-    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
-    counted = models.BooleanField(
-        _("counted"),
-        default=False,
-        help_text=_("Whether it shifted the bounce times and added to the bounce count."),
-    )
+    envelope_sender = models.CharField(_("envelope sender"), max_length=254, blank=True, default="")
+    envelope_recipient = models.CharField(_("envelope recipient"), max_length=254)
     status = models.CharField(
         _("status"),
         max_length=16,
@@ -209,13 +199,6 @@ class BounceEvent(models.Model):
         default="",
         help_text=_("The recipient the report names (may differ after forwarding)."),
     )
-    reporting_mta = models.CharField(_("reporting MTA"), max_length=255, blank=True, default="")
-    envelope_sender = models.CharField(_("envelope sender"), max_length=254, blank=True, default="")
-    envelope_recipient = models.CharField(_("envelope recipient"), max_length=254)
-    original_message_id = models.CharField(
-        _("original Message-ID"), max_length=255, blank=True, default=""
-    )
-    classifier_reason = models.CharField(_("classified by"), max_length=100, blank=True, default="")
     source = models.CharField(
         _("source"), max_length=16, choices=EventSource.choices, default=EventSource.PIPE
     )
@@ -224,6 +207,31 @@ class BounceEvent(models.Model):
     raw_message = models.BinaryField(_("raw message"), blank=True, default=b"")
     raw_size = models.PositiveIntegerField(_("size in bytes"), default=0)
     raw_truncated = models.BooleanField(_("raw message truncated"), default=False)
+
+    class Meta:
+        abstract = True
+
+
+class BounceEvent(ReceivedMessage):
+    """One message that reached the bounce address for a tracked address; counted once."""
+
+    tracker = models.ForeignKey(
+        EmailAddressTracker,
+        on_delete=models.CASCADE,
+        related_name="bounce_events",
+        verbose_name=_("address"),
+    )
+    kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES)
+    counted = models.BooleanField(
+        _("counted"),
+        default=False,
+        help_text=_("Whether it shifted the bounce times and added to the bounce count."),
+    )
+    reporting_mta = models.CharField(_("reporting MTA"), max_length=255, blank=True, default="")
+    original_message_id = models.CharField(
+        _("original Message-ID"), max_length=255, blank=True, default=""
+    )
+    classifier_reason = models.CharField(_("classified by"), max_length=100, blank=True, default="")
 
     class Meta:
         verbose_name = _("bounce event")
@@ -244,28 +252,15 @@ class BounceEvent(models.Model):
         return f"{label}{status}, {self.received_at:%Y-%m-%d %H:%M}"
 
 
-class UnmatchedMessage(models.Model):
+class UnmatchedMessage(ReceivedMessage):
     """Mail to the bounce domain that matches no tracked address.
 
     Stored rather than refused, so Postfix doesn't retry it for days and staff can
     still look at it (and attach it to an address).
     """
 
-    envelope_sender = models.CharField(_("envelope sender"), max_length=254, blank=True, default="")
-    envelope_recipient = models.CharField(_("envelope recipient"), max_length=254)
     reason = models.CharField(_("why unmatched"), max_length=255)
     kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES, blank=True, default="")
-    status = models.CharField(_("status"), max_length=16, blank=True, default="")
-    diagnostic = models.TextField(_("diagnostic"), blank=True, default="")
-    recipient = models.CharField(_("failed recipient"), max_length=254, blank=True, default="")
-    source = models.CharField(
-        _("source"), max_length=16, choices=EventSource.choices, default=EventSource.PIPE
-    )
-    received_at = models.DateTimeField(_("received"), default=timezone.now)
-    fingerprint = models.CharField(_("fingerprint"), max_length=64, unique=True)
-    raw_message = models.BinaryField(_("raw message"), blank=True, default=b"")
-    raw_size = models.PositiveIntegerField(_("size in bytes"), default=0)
-    raw_truncated = models.BooleanField(_("raw message truncated"), default=False)
 
     class Meta:
         verbose_name = _("unmatched message")

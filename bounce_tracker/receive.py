@@ -205,6 +205,30 @@ def receive_message(
     )
 
 
+def _received_fields(
+    message: IncomingMessage,
+    sender: str,
+    recipient: str,
+    classification: Classification,
+    source: EventSource,
+    tracker_settings: TrackerSettings,
+    message_fingerprint: str,
+) -> dict[str, object]:
+    """The :class:`~bounce_tracker.models.ReceivedMessage` fields, matched or not."""
+    return {
+        "envelope_sender": sender[:254],
+        "envelope_recipient": recipient[:254],
+        "status": (classification.status or "")[:16],
+        "diagnostic": classification.diagnostic[:4000],
+        "recipient": _failed_recipient(classification),
+        "source": source,
+        "fingerprint": message_fingerprint,
+        "raw_message": message.data[: tracker_settings.raw_message_max_bytes],
+        "raw_size": message.size,
+        "raw_truncated": message.size > tracker_settings.raw_message_max_bytes,
+    }
+
+
 def _failed_recipient(classification: Classification) -> str:
     for result in classification.recipients:
         if result.address:
@@ -224,6 +248,9 @@ def record_bounce(
     """Write the event and update the tracker in one transaction, exactly once."""
     kind = classification.kind
     event_fingerprint = fingerprint(message, recipient)
+    stored = _received_fields(
+        message, sender, recipient, classification, source, tracker_settings, event_fingerprint
+    )
 
     def write() -> BounceEvent:
         with transaction.atomic():
@@ -241,20 +268,11 @@ def record_bounce(
                 tracker=tracker,
                 kind=kind,
                 counted=kind in COUNTED_KINDS,
-                status=(classification.status or "")[:16],
-                diagnostic=classification.diagnostic[:4000],
-                recipient=_failed_recipient(classification),
                 reporting_mta=classification.reporting_mta[:255],
-                envelope_sender=sender[:254],
-                envelope_recipient=recipient[:254],
                 original_message_id=(classification.original_message_id or "")[:255],
                 classifier_reason=classification.reason[:100],
-                source=source,
                 received_at=now,
-                fingerprint=event_fingerprint,
-                raw_message=message.data[: tracker_settings.raw_message_max_bytes],
-                raw_size=message.size,
-                raw_truncated=message.size > tracker_settings.raw_message_max_bytes,
+                **stored,
             )
             transaction.on_commit(lambda: _send_signals(tracker.pk, event, kind))
         return event
@@ -331,18 +349,17 @@ def store_unmatched(
     try:
         with transaction.atomic():
             unmatched = UnmatchedMessage.objects.create(
-                envelope_sender=sender[:254],
-                envelope_recipient=recipient[:254],
                 reason=reason[:255],
                 kind=classification.kind,
-                status=(classification.status or "")[:16],
-                diagnostic=classification.diagnostic[:4000],
-                recipient=_failed_recipient(classification),
-                source=source,
-                fingerprint=unmatched_fingerprint,
-                raw_message=message.data[: tracker_settings.raw_message_max_bytes],
-                raw_size=message.size,
-                raw_truncated=message.size > tracker_settings.raw_message_max_bytes,
+                **_received_fields(
+                    message,
+                    sender,
+                    recipient,
+                    classification,
+                    source,
+                    tracker_settings,
+                    unmatched_fingerprint,
+                ),
             )
     except IntegrityError:
         if UnmatchedMessage.objects.filter(fingerprint=unmatched_fingerprint).exists():
