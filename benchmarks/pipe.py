@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from send_overhead import create_database, server_params
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "mysql://root:@127.0.0.1:3306/bounce_tracker_bench"
 BOUNCE_DOMAIN = "bounces.example.com"
@@ -196,43 +198,6 @@ def database_config(url: str, workdir: Path) -> tuple[str, dict[str, Any]]:
     if "mysql" in config["ENGINE"]:
         config.setdefault("OPTIONS", {})["charset"] = "utf8mb4"
     return url, config
-
-
-def server_params(config: dict[str, Any]) -> dict[str, Any]:
-    """host, port, user and password of a database server, as the drivers name them."""
-    params = {
-        "host": config.get("HOST") or "127.0.0.1",
-        "port": int(config["PORT"]) if config.get("PORT") else None,
-        "user": config.get("USER"),
-        "password": config.get("PASSWORD"),
-    }
-    return {name: value for name, value in params.items() if value}
-
-
-def create_database(config: dict[str, Any]) -> None:
-    """Create the MySQL/MariaDB or PostgreSQL database when it doesn't exist yet."""
-    engine, name = config["ENGINE"], config["NAME"]
-    if "mysql" in engine:
-        import MySQLdb
-
-        server = MySQLdb.connect(charset="utf8mb4", **server_params(config))
-        try:
-            quoted = name.replace("`", "``")
-            server.cursor().execute(
-                f"CREATE DATABASE IF NOT EXISTS `{quoted}` "
-                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
-        finally:
-            server.close()
-    elif "postgresql" in engine:
-        import psycopg
-        from psycopg import sql
-
-        with psycopg.connect(dbname="postgres", autocommit=True, **server_params(config)) as pg:
-            if not pg.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-                pg.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    elif "sqlite" in engine:
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
 
 
 def recipe_params(vendor: str, config: dict[str, Any]) -> dict[str, Any]:

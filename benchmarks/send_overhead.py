@@ -207,9 +207,10 @@ def database_config(url: str | None, workdir: Path) -> dict[str, Any]:
     return config
 
 
-def _server_params(config: dict[str, Any]) -> dict[str, Any]:
+def server_params(config: dict[str, Any]) -> dict[str, Any]:
+    """host, port, user and password of a database server, as the drivers name them."""
     params = {
-        "host": config.get("HOST"),
+        "host": config.get("HOST") or "127.0.0.1",
         "port": int(config["PORT"]) if config.get("PORT") else None,
         "user": config.get("USER"),
         "password": config.get("PASSWORD"),
@@ -223,7 +224,7 @@ def create_database(config: dict[str, Any]) -> None:
     if "mysql" in engine:
         import MySQLdb
 
-        server = MySQLdb.connect(charset="utf8mb4", **_server_params(config))
+        server = MySQLdb.connect(charset="utf8mb4", **server_params(config))
         try:
             quoted = name.replace("`", "``")
             server.cursor().execute(
@@ -236,7 +237,7 @@ def create_database(config: dict[str, Any]) -> None:
         import psycopg
         from psycopg import sql
 
-        with psycopg.connect(dbname="postgres", autocommit=True, **_server_params(config)) as pg:
+        with psycopg.connect(dbname="postgres", autocommit=True, **server_params(config)) as pg:
             if not pg.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
                 pg.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     elif "sqlite" in engine and name != ":memory:":
