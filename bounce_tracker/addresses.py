@@ -13,6 +13,15 @@ from email.errors import HeaderParseError
 
 #: RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, so an address at most 254.
 MAX_ADDRESS_OCTETS = 254
+#: Everything Python's ``str.splitlines`` breaks at. Not only CR and LF: Python's email
+#: package folds headers with ``splitlines``, so a vertical tab or form feed in an
+#: address comes out of Django as a real line break in the To/Cc/From header.
+LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def has_line_break(text: str) -> bool:
+    """True when ``text`` contains any character in :data:`LINE_BREAKS`."""
+    return not LINE_BREAKS.isdisjoint(text)
 
 
 class InvalidMessageError(ValueError):
@@ -41,6 +50,8 @@ def parse_address(value: str | tuple[str, str]) -> str:
     254 octets.
     """
     if isinstance(value, tuple) and len(value) == 2:
+        if isinstance(value[0], str) and has_line_break(value[0]):
+            raise InvalidAddressError(f"Display name {value[0]!r} contains a line break.")
         value = value[1]
     if not isinstance(value, str):
         raise InvalidAddressError(f"Recipient {value!r} is not a string.")
@@ -51,8 +62,8 @@ def parse_address(value: str | tuple[str, str]) -> str:
 # many recipients repeat across a batch; invalid input raises and is not cached.
 @functools.lru_cache(maxsize=8192)
 def _parse_address_text(value: str) -> str:
-    if "\r" in value or "\n" in value:
-        raise InvalidAddressError(f"Address {value!r} contains a line break (CR or LF).")
+    if has_line_break(value):
+        raise InvalidAddressError(f"Address {value!r} contains a line break (CR, LF or similar).")
     if "\x00" in value:
         raise InvalidAddressError(f"Address {value!r} contains a NUL character.")
     text = value.strip()

@@ -30,6 +30,7 @@ from django.utils.module_loading import import_string
 from bounce_tracker.addresses import (
     InvalidAddressError,
     InvalidMessageError,
+    has_line_break,
     normalize_email,
     parse_address,
 )
@@ -45,8 +46,10 @@ logger = logging.getLogger("bounce_tracker")
 
 def _check_header(name: str, value: object) -> None:
     text = str(value)
-    if "\r" in text or "\n" in text or "\r" in name or "\n" in name:
-        raise InvalidMessageError(f"Header {name!r} contains a line break (CR or LF): {text!r}")
+    if has_line_break(text) or has_line_break(name):
+        raise InvalidMessageError(
+            f"Header {name!r} contains a line break (CR, LF or similar): {text!r}"
+        )
 
 
 def message_recipients(message: EmailMessage) -> dict[str, str]:

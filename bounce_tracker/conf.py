@@ -54,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_BYTES": 5 * 1024 * 1024,
     # Bytes of the raw message stored with each bounce event or unmatched message.
     "RAW_MESSAGE_MAX_BYTES": 256 * 1024,
+    # Unmatched messages kept (the newest); older ones are deleted as new ones arrive.
+    "UNMATCHED_MAX_MESSAGES": 10_000,
 }
 
 _PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
@@ -89,6 +91,7 @@ class TrackerSettings:
     observe_only: bool
     max_message_bytes: int
     raw_message_max_bytes: int
+    unmatched_max_messages: int
 
 
 def raw_settings() -> dict[str, Any]:
@@ -295,6 +298,16 @@ def _size_problems(values: Mapping[str, Any]) -> list[Problem]:
                     f"The default is {DEFAULTS[key]}.",
                 )
             )
+    cap = values.get("UNMATCHED_MAX_MESSAGES")
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        problems.append(
+            Problem(
+                "bounce_tracker.E014",
+                f"{_setting(values, 'UNMATCHED_MAX_MESSAGES')} must be a whole number, at least 1.",
+                "It bounds the unmatched mail kept (the newest are kept); the default is "
+                f"{DEFAULTS['UNMATCHED_MAX_MESSAGES']}.",
+            )
+        )
     return problems
 
 
@@ -357,4 +370,5 @@ def _build_settings(values: dict[str, Any]) -> TrackerSettings:
         observe_only=values["OBSERVE_ONLY"],
         max_message_bytes=values["MAX_MESSAGE_BYTES"],
         raw_message_max_bytes=values["RAW_MESSAGE_MAX_BYTES"],
+        unmatched_max_messages=values["UNMATCHED_MAX_MESSAGES"],
     )

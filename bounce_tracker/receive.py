@@ -11,6 +11,7 @@ receiver. The contract both rely on:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 from django.db.models.functions import Coalesce
 from django.dispatch import Signal
@@ -214,12 +215,17 @@ def _received_fields(
     tracker_settings: TrackerSettings,
     message_fingerprint: str,
 ) -> dict[str, object]:
-    """The :class:`~bounce_tracker.models.ReceivedMessage` fields, matched or not."""
+    """The :class:`~bounce_tracker.models.ReceivedMessage` fields, matched or not.
+
+    Text from the envelope and the message is made storable first (see
+    :func:`clean_envelope` and :func:`storable_text`): a value a database rejects
+    would fail every delivery of the message, and Postfix would retry it forever.
+    """
     return {
-        "envelope_sender": sender[:254],
-        "envelope_recipient": recipient[:254],
-        "status": (classification.status or "")[:16],
-        "diagnostic": classification.diagnostic[:4000],
+        "envelope_sender": clean_envelope(sender)[:254],
+        "envelope_recipient": clean_envelope(recipient)[:254],
+        "status": storable_text(classification.status or "")[:16],
+        "diagnostic": storable_text(classification.diagnostic)[:4000],
         "recipient": _failed_recipient(classification),
         "source": source,
         "fingerprint": message_fingerprint,
@@ -232,8 +238,32 @@ def _received_fields(
 def _failed_recipient(classification: Classification) -> str:
     for result in classification.recipients:
         if result.address:
-            return result.address[:254]
+            return clean_envelope(result.address)[:254]
     return ""
+
+
+# NUL: PostgreSQL rejects it in text. Lone surrogates (undecodable bytes in argv,
+# surrogateescape'd header bytes): no database driver can encode them.
+_UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+# Envelope addresses never contain control characters; replacing them (rather than
+# dropping them) keeps "bounces+to\x00ken" from matching the token "token".
+_ENVELOPE_UNSAFE_RE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what no database accepts (NUL, lone surrogates) replaced by U+FFFD."""
+    return _UNSTORABLE_RE.sub("\ufffd", text)
+
+
+def clean_envelope(value: str) -> str:
+    """An envelope sender or recipient as storable, matchable text.
+
+    Bytes that were not UTF-8 (kept by Python as surrogate escapes in ``sys.argv``)
+    and control characters (NUL, CR, LF, tab…) become U+FFFD; nothing is dropped.
+    """
+    with contextlib.suppress(UnicodeEncodeError):  # surrogates that don't escape bytes
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _ENVELOPE_UNSAFE_RE.sub("\ufffd", value)
 
 
 def record_bounce(
@@ -344,7 +374,10 @@ def store_unmatched(
     source: EventSource,
     tracker_settings: TrackerSettings,
 ) -> ReceiveResult:
-    """Keep a message that matches no tracked address (once per fingerprint)."""
+    """Keep a message that matches no tracked address (once per fingerprint).
+
+    Then only the newest ``UNMATCHED_MAX_MESSAGES`` are kept (:func:`prune_unmatched`).
+    """
     unmatched_fingerprint = fingerprint(message, recipient)
     try:
         with transaction.atomic():
@@ -365,7 +398,50 @@ def store_unmatched(
         if UnmatchedMessage.objects.filter(fingerprint=unmatched_fingerprint).exists():
             return ReceiveResult(Outcome.DUPLICATE, classification.kind)
         raise
+    prune_unmatched(tracker_settings.unmatched_max_messages, newest_pk=unmatched.pk)
     return ReceiveResult(Outcome.UNMATCHED, classification.kind, unmatched=unmatched)
+
+
+def prune_unmatched(max_messages: int, *, newest_pk: int | None = None, batch: int = 1000) -> int:
+    """Keep only the newest ``max_messages`` unmatched messages; return how many were deleted.
+
+    Called after every stored unmatched message, so a flood of forged or stray mail
+    can't fill the disk: the table holds at most ``UNMATCHED_MAX_MESSAGES`` rows of at
+    most ``RAW_MESSAGE_MAX_BYTES`` each (plus whatever arrives between two prunes).
+    At most ``batch`` rows go per call, oldest first, so one call stays short and the
+    table converges back under the cap when the cap is lowered. Below the cap this
+    costs one indexed MIN query; at the cap, one more index walk of ``max_messages``
+    ids and one range DELETE. A failure (e.g. a lock timeout) is logged and left to
+    the next message: the message itself is stored already.
+    """
+    try:
+        with transaction.atomic():
+            rows = UnmatchedMessage.objects.all()
+            if newest_pk is not None:
+                oldest = rows.order_by("id").values_list("id", flat=True).first()
+                if oldest is None or newest_pk - oldest < max_messages:
+                    return 0  # ids are unique integers: at most max_messages rows up to newest
+            boundary = list(
+                rows.order_by("-id").values_list("id", flat=True)[max_messages : max_messages + 1]
+            )
+            if not boundary:
+                return 0
+            doomed = list(
+                rows.filter(id__lte=boundary[0]).order_by("id").values_list("id", flat=True)[:batch]
+            )
+            if not doomed:
+                return 0
+            deleted, _ = rows.filter(id__lte=doomed[-1]).delete()
+    except DatabaseError:
+        logger.warning("Could not prune unmatched mail; the next message will.", exc_info=True)
+        return 0
+    if deleted:
+        logger.warning(
+            "Unmatched mail is over UNMATCHED_MAX_MESSAGES (%d): deleted the %d oldest message(s).",
+            max_messages,
+            deleted,
+        )
+    return deleted
 
 
 def stored_message(raw: bytes | memoryview, size: int) -> IncomingMessage:

@@ -25,7 +25,7 @@ import re
 
 from django.utils.crypto import salted_hmac
 
-from bounce_tracker.addresses import normalize_email
+from bounce_tracker.addresses import InvalidAddressError, has_line_break, normalize_email
 from bounce_tracker.conf import MAX_LOCAL_PART_OCTETS, TOKEN_LENGTH, TrackerSettings
 
 _TOKEN_SALT = "bounce_tracker.verp.token"
@@ -64,7 +64,14 @@ def encode_local_part(email: str, tracker_settings: TrackerSettings) -> str:
 
 
 def return_path(local_part: str, tracker_settings: TrackerSettings) -> str:
-    """The envelope sender ``<local part>@<BOUNCE_DOMAIN>``."""
+    """The envelope sender ``<local part>@<BOUNCE_DOMAIN>``.
+
+    Raises :class:`~bounce_tracker.addresses.InvalidAddressError` for a stored local
+    part with a line break (only possible in rows written outside this app, e.g. a
+    bad legacy import): it would end the SMTP ``MAIL FROM`` command early.
+    """
+    if has_line_break(local_part):
+        raise InvalidAddressError(f"VERP local part {local_part!r} contains a line break.")
     return f"{local_part}@{tracker_settings.bounce_domain}"
 
 
