@@ -18,10 +18,11 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bounce_tracker.conf import TrackerSettings
@@ -30,6 +31,7 @@ from bounce_tracker.postfix import PipeOptions, render
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTSUPER = "/usr/sbin/postsuper"
+ROOT = Path(__file__).resolve().parent.parent
 
 _BASE_MAIN_CF = """\
 compatibility_level = 3.6
@@ -124,6 +126,53 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> ob
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def _nobody_can_import(python: str, pythonpath: str) -> bool:
+    probe = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            python,
+            "-c",
+            "import django, MySQLdb; django.setup(); import bounce_tracker.receive",
+        ],
+        env={
+            "PYTHONPATH": pythonpath,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd="/",
+    )
+    return probe.returncode == 0
+
+
+@contextlib.contextmanager
+def readable_installation() -> Iterator[tuple[str, str]]:
+    """(interpreter, PYTHONPATH) that the unprivileged pipe user can read.
+
+    The checkout itself when its path is readable by everyone; otherwise (e.g. a
+    clone under /root, mode 0700) a copy of the virtualenv and the project in /tmp.
+    """
+    if _nobody_can_import(sys.executable, str(ROOT)):
+        yield sys.executable, str(ROOT)
+        return
+    copy = Path(tempfile.mkdtemp(prefix="btpf-app-", dir="/tmp"))
+    try:
+        copy.chmod(0o755)
+        shutil.copytree(sys.prefix, copy / "venv", symlinks=True)
+        for part in ("bounce_tracker", "postfix_templates", "tests", "example_project"):
+            shutil.copytree(ROOT / part, copy / "app" / part, symlinks=True)
+        python = str(copy / "venv" / "bin" / Path(sys.executable).name)
+        assert _nobody_can_import(python, str(copy / "app")), "copied installation unusable"
+        yield python, str(copy / "app")
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 class PostfixInstance:

@@ -23,6 +23,9 @@ if "sqlite" in _engine:
 if "mysql" in _engine:
     DATABASES["default"].setdefault("OPTIONS", {})["charset"] = "utf8mb4"
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+if "sqlite" not in _engine and os.environ.get("TEST_DATABASE_NAME"):
+    # Lets two test runs share one server (e.g. two checkouts) without colliding.
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["TEST_DATABASE_NAME"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

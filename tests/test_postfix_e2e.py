@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import smtplib
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +28,7 @@ from django.test import override_settings
 from bounce_tracker.conf import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
 from bounce_tracker.postfix import PipeOptions
-from tests.postfix_harness import PostfixInstance, TcpProxy, wait_until
+from tests.postfix_harness import PostfixInstance, TcpProxy, readable_installation, wait_until
 from tests.smtp_sink import SmtpSink
 
 pytestmark = [
@@ -44,51 +42,10 @@ BOUNCE_DOMAIN = "bounces.example.com"
 PIPE_USER = "nobody"
 
 
-def _nobody_can_import(python: str, pythonpath: str) -> bool:
-    probe = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            python,
-            "-c",
-            "import django, MySQLdb; django.setup(); import bounce_tracker.receive",
-        ],
-        env={
-            "PYTHONPATH": pythonpath,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "PATH": "/usr/bin:/bin",
-        },
-        capture_output=True,
-        timeout=60,
-        check=False,
-        cwd="/",
-    )
-    return probe.returncode == 0
-
-
 @pytest.fixture(scope="module")
 def pipe_installation() -> Iterator[tuple[str, str]]:
-    """(interpreter, PYTHONPATH) that the unprivileged pipe user can read.
-
-    The checkout itself when its path is readable by everyone; otherwise (e.g. a
-    clone under /root, mode 0700) a copy of the virtualenv and the project in /tmp.
-    """
-    if _nobody_can_import(sys.executable, str(ROOT)):
-        yield sys.executable, str(ROOT)
-        return
-    copy = Path(tempfile.mkdtemp(prefix="btpf-app-", dir="/tmp"))
-    try:
-        copy.chmod(0o755)
-        shutil.copytree(sys.prefix, copy / "venv", symlinks=True)
-        for part in ("bounce_tracker", "postfix_templates", "tests", "example_project"):
-            shutil.copytree(ROOT / part, copy / "app" / part, symlinks=True)
-        python = str(copy / "venv" / "bin" / Path(sys.executable).name)
-        assert _nobody_can_import(python, str(copy / "app")), "copied installation unusable"
-        yield python, str(copy / "app")
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)
+    with readable_installation() as installation:
+        yield installation
 
 
 @pytest.fixture(scope="module")
