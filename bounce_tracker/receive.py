@@ -188,6 +188,9 @@ def receive_message(
     caller then asks the MTA to deliver it again.
     """
     tracker_settings = tracker_settings or get_settings()
+    # The envelope comes from whoever sent the mail: a NUL or an undecodable byte
+    # would make the lookup itself fail on every retry.
+    sender, recipient = clean_envelope(sender), clean_envelope(recipient)
     classification = classify_message(message.data)
     local_part = local_part_of(recipient)
     tracker = EmailAddressTracker.objects.filter(encoded_from=local_part).first()
@@ -298,9 +301,9 @@ def record_bounce(
                 tracker=tracker,
                 kind=kind,
                 counted=kind in COUNTED_KINDS,
-                reporting_mta=classification.reporting_mta[:255],
-                original_message_id=(classification.original_message_id or "")[:255],
-                classifier_reason=classification.reason[:100],
+                reporting_mta=storable_text(classification.reporting_mta)[:255],
+                original_message_id=storable_text(classification.original_message_id or "")[:255],
+                classifier_reason=storable_text(classification.reason)[:100],
                 received_at=now,
                 **stored,
             )
@@ -332,7 +335,9 @@ def _tracker_updates(
     stamp = Value(now, output_field=DateTimeField())
     updates: dict[str, object] = {"last_event_kind": kind.value}
     if kind in SUPPRESSING_KINDS:
-        detail = " ".join(filter(None, [classification.status, classification.diagnostic]))
+        detail = storable_text(
+            " ".join(filter(None, [classification.status, classification.diagnostic]))
+        )
         updates["suppressed_at"] = Case(
             When(suppressed_reason="", then=stamp),
             default=F("suppressed_at"),

@@ -11,6 +11,7 @@ on stderr saying why (Postfix logs it).
 from __future__ import annotations
 
 import sys
+from argparse import Namespace
 from typing import Any
 
 from django.core.management.base import (
@@ -45,8 +46,7 @@ class Command(BaseCommand):
 
     def _run(self, argv: list[str]) -> int:
         try:
-            parser = self.create_parser(argv[0], argv[1])
-            options = parser.parse_args(argv[2:])
+            options = self._parse_arguments(argv)
             handle_default_options(options)
             self.execute(**vars(options))
             return EX_OK
@@ -60,6 +60,26 @@ class Command(BaseCommand):
             return EX_TEMPFAIL
         finally:
             self._close_connections()
+
+    def _parse_arguments(self, argv: list[str]) -> Namespace:
+        """The options, with SENDER and RECIPIENT taken verbatim after ``--``.
+
+        The envelope comes from whoever sent the mail. After ``--`` (as the rendered
+        pipe passes it) the two values are used as they are: Python 3.11's argparse
+        turns a positional ``--`` into an empty list, which would fail the message on
+        every retry.
+        """
+        parser = self.create_parser(argv[0], argv[1])
+        args = argv[2:]
+        if "--" not in args:
+            return parser.parse_args(args)
+        split = args.index("--")
+        envelope = args[split + 1 :]
+        if len(envelope) != 2:
+            raise CommandError(f"expected SENDER RECIPIENT after --, got {len(envelope)} values")
+        options = parser.parse_args([*args[:split], "--", "sender", "recipient"])
+        options.sender, options.recipient = envelope
+        return options
 
     def handle(self, *args: Any, **options: Any) -> None:
         from bounce_tracker.conf import get_settings
