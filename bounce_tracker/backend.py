@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.utils import DNS_NAME
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from bounce_tracker.addresses import (
@@ -39,7 +40,7 @@ from bounce_tracker.models import EmailAddressTracker
 from bounce_tracker.policy import Verdict, load_policy
 from bounce_tracker.signals import recipient_suppressed
 from bounce_tracker.tracking import ensure_trackers, record_sent
-from bounce_tracker.verp import return_path
+from bounce_tracker.verp import encode_local_part, return_path
 
 logger = logging.getLogger("bounce_tracker")
 
@@ -149,25 +150,74 @@ class BounceTrackingBackend(BaseEmailBackend):
         if not email_messages:
             return 0
         plans = [(message, message_recipients(message)) for message in email_messages]
-        trackers = ensure_trackers(
-            (address for _, recipients in plans for address in recipients), self.tracker_settings
-        )
+        addresses = [address for _, recipients in plans for address in recipients]
+        try:
+            trackers = ensure_trackers(addresses, self.tracker_settings)
+            tracked = True
+        except DatabaseError:
+            if not self._send_untracked(len(plans)):
+                if self.fail_silently:
+                    return 0
+                raise  # nothing has been sent
+            trackers = self._untracked(addresses)
+            tracked = False
         # accepted: copies per address; sent: messages with at least one copy accepted.
         accepted: Counter[str] = Counter()
         sent: list[EmailMessage] = []
         new_connection = self.inner.open()
         try:
             for message, recipients in plans:
-                self._send_copies(message, recipients, trackers, accepted, sent)
+                self._send_copies(
+                    message, recipients, trackers, accepted, sent, apply_policy=tracked
+                )
         except Exception:
             if not self.fail_silently:
                 raise
             logger.exception("Sending failed after %d message(s); fail_silently is set.", len(sent))
         finally:
-            self._count(trackers, accepted)
+            if tracked:
+                self._count(trackers, accepted)
             if new_connection:
                 self.inner.close()
         return len(sent)
+
+    def _send_untracked(self, message_count: int) -> bool:
+        """Whether to send without tracking after a database error, logged either way.
+
+        True with ``SEND_WHEN_DATABASE_DOWN = "send_untracked"``; False with ``"fail"``
+        (the default), when the caller raises the error, or returns 0 if
+        ``fail_silently`` is set.
+        """
+        if self.tracker_settings.send_when_database_down == "send_untracked":
+            logger.warning(
+                "The tracking database is unavailable: sending %d message(s) untracked "
+                "(no suppression policy, no counts; SEND_WHEN_DATABASE_DOWN='send_untracked').",
+                message_count,
+                exc_info=True,
+            )
+            return True
+        logger.error(
+            "The tracking database is unavailable: %d message(s) not sent "
+            "(SEND_WHEN_DATABASE_DOWN='fail').",
+            message_count,
+            exc_info=True,
+        )
+        return False
+
+    def _untracked(self, addresses: Sequence[str]) -> dict[str, EmailAddressTracker]:
+        """Unsaved trackers carrying the VERP local part computed from each address.
+
+        Bounces to these return paths match once the address is tracked (the stored
+        ``encoded_from`` is the same computed value); until then they are stored as
+        unmatched mail. Addresses imported with a legacy ``encoded_from`` get the
+        computed one here.
+        """
+        return {
+            address: EmailAddressTracker(
+                email=address, encoded_from=encode_local_part(address, self.tracker_settings)
+            )
+            for address in addresses
+        }
 
     def _send_copies(
         self,
@@ -176,6 +226,7 @@ class BounceTrackingBackend(BaseEmailBackend):
         trackers: dict[str, EmailAddressTracker],
         accepted: Counter[str],
         sent: list[EmailMessage],
+        apply_policy: bool = True,
     ) -> None:
         """Send one message's allowed copies, counting them in ``accepted`` and ``sent``.
 
@@ -189,7 +240,7 @@ class BounceTrackingBackend(BaseEmailBackend):
         headers = visible_headers(message)
         for address, written in recipients.items():
             tracker = trackers[address]
-            if not self._allowed(tracker, message):
+            if apply_policy and not self._allowed(tracker, message):
                 continue
             envelope_sender = return_path(tracker.encoded_from, self.tracker_settings)
             try:

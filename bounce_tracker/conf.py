@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "RAW_MESSAGE_MAX_BYTES": 256 * 1024,
     # Unmatched messages kept (the newest); older ones are deleted as new ones arrive.
     "UNMATCHED_MAX_MESSAGES": 10_000,
+    # Sending while the database is unreachable: "fail" (raise; nothing is sent) or
+    # "send_untracked" (send with the computed VERP return path, no policy, no counts).
+    "SEND_WHEN_DATABASE_DOWN": "fail",
 }
 
 _PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
@@ -63,6 +66,8 @@ _PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
 _DOMAIN_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 VerpFormat = Literal["token", "readable"]
+DatabaseDownMode = Literal["fail", "send_untracked"]
+DATABASE_DOWN_MODES = ("fail", "send_untracked")
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class TrackerSettings:
     max_message_bytes: int
     raw_message_max_bytes: int
     unmatched_max_messages: int
+    send_when_database_down: DatabaseDownMode
 
 
 def raw_settings() -> dict[str, Any]:
@@ -311,6 +317,20 @@ def _size_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+def _database_down_problems(values: Mapping[str, Any]) -> list[Problem]:
+    if values.get("SEND_WHEN_DATABASE_DOWN") in DATABASE_DOWN_MODES:
+        return []
+    return [
+        Problem(
+            "bounce_tracker.E015",
+            f"{_setting(values, 'SEND_WHEN_DATABASE_DOWN')} must be one of "
+            f"{', '.join(repr(mode) for mode in DATABASE_DOWN_MODES)}.",
+            "'fail' (the default) raises and sends nothing while the database is down; "
+            "'send_untracked' sends without the suppression policy and without counting.",
+        )
+    ]
+
+
 def validate(values: Mapping[str, Any]) -> list[Problem]:
     """Every problem with a merged settings dict; empty when all is well."""
     problems = []
@@ -330,6 +350,7 @@ def validate(values: Mapping[str, Any]) -> list[Problem]:
     problems += _policy_problems(values)
     problems += _threshold_problems(values)
     problems += _size_problems(values)
+    problems += _database_down_problems(values)
     return problems
 
 
@@ -371,4 +392,5 @@ def _build_settings(values: dict[str, Any]) -> TrackerSettings:
         max_message_bytes=values["MAX_MESSAGE_BYTES"],
         raw_message_max_bytes=values["RAW_MESSAGE_MAX_BYTES"],
         unmatched_max_messages=values["UNMATCHED_MAX_MESSAGES"],
+        send_when_database_down=values["SEND_WHEN_DATABASE_DOWN"],
     )

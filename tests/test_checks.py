@@ -63,6 +63,10 @@ def test_the_checks_run_with_djangos_check_framework():
         ({"MAX_MESSAGE_BYTES": 1000}, "bounce_tracker.E012"),
         ({"MAX_MESSAGE_BYTES": "5MB"}, "bounce_tracker.E012"),
         ({"RAW_MESSAGE_MAX_BYTES": -1}, "bounce_tracker.E013"),
+        ({"UNMATCHED_MAX_MESSAGES": 0}, "bounce_tracker.E014"),
+        ({"UNMATCHED_MAX_MESSAGES": True}, "bounce_tracker.E014"),
+        ({"SEND_WHEN_DATABASE_DOWN": "ignore"}, "bounce_tracker.E015"),
+        ({"SEND_WHEN_DATABASE_DOWN": None}, "bounce_tracker.E015"),
         ({"BOUNCE_DOMIAN": "typo.example.com"}, "bounce_tracker.W001"),
     ],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import smtplib
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import environ
 import pytest
@@ -30,6 +32,7 @@ from django.db import connections, transaction
 
 from bounce_tracker.conf import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker
+from bounce_tracker.postfix import PipeOptions
 from bounce_tracker.receive import fingerprint, read_message
 from bounce_tracker.verp import encode_local_part, return_path
 from tests import messages
@@ -40,10 +43,11 @@ from tests.mariadb_harness import (
     private_mariadb,
     wait_for_blocked_query,
 )
-from tests.postfix_harness import free_port, wait_until
+from tests.postfix_harness import PostfixInstance, free_port, readable_installation, wait_until
 from tests.settings import REQUIRE_SERVICES
+from tests.smtp_sink import SmtpSink
 
-pytestmark = [pytest.mark.mysql, pytest.mark.faults]
+pytestmark = [pytest.mark.mysql, pytest.mark.faults, pytest.mark.long]
 
 ALIAS = "faults"
 BOUNCE_DOMAIN = "bounces.example.com"
@@ -488,3 +492,138 @@ def test_the_resident_receiver_through_a_database_restart_loses_and_doubles_noth
     assert totals() == (200, 200)
     assert log.tempfails > 0, "the restart should have made some deliveries get 451"
     print(f"\nLMTP: 200 bounces, {log.tempfails} got 451 during the restart")
+
+
+# --- Through a real Postfix -----------------------------------------------------------
+
+
+@pytest.mark.postfix
+def test_postfix_keeps_100_dsns_while_the_database_is_down_and_a_flush_records_them(server):
+    """Real DSNs from a real Postfix, piped to ``handle_bounce`` while the database is
+    stopped: all 100 deferred (75), none recorded; after a restart and
+    ``postqueue -f``, exactly 100 recorded and the queue is empty."""
+    trackers = make_trackers(100)
+    tracker_settings = get_settings()
+    server.stop()
+    with (
+        readable_installation() as (python, pythonpath),
+        SmtpSink() as remote,
+    ):
+        remote.state.replies["@remote.example"] = (
+            "550 5.1.1 Recipient address rejected: User unknown"
+        )
+        pipe = PipeOptions(
+            python=python,
+            manage_py=str(Path(pythonpath) / "example_project" / "manage.py"),
+            environment={
+                "DJANGO_SETTINGS_MODULE": "tests.settings",
+                "PYTHONPATH": pythonpath,
+                "DATABASE_URL": server.url(),
+            },
+        )
+        postfix = PostfixInstance(
+            pipe, tracker_settings, routes={"remote.example": f"smtp:[127.0.0.1]:{remote.port}"}
+        )
+        postfix.start("hold")
+        try:
+            with smtplib.SMTP("127.0.0.1", postfix.smtp_port, timeout=30) as client:
+                for n, tracker in enumerate(trackers):
+                    client.sendmail(
+                        return_path(tracker.encoded_from, tracker_settings),
+                        [f"user{n}@remote.example"],
+                        f"From: news@example.com\r\nTo: user{n}@remote.example\r\n"
+                        f"Subject: Issue {n}\r\n\r\nHello.\r\n".encode(),
+                    )
+            deferred = postfix.wait_for_log(
+                r"relay=bouncehandler.*status=deferred", timeout=240, count=100
+            )
+            assert all("Postfix will retry" in line for line in deferred)
+            assert len(postfix.queue()) == 100
+
+            server.start()
+            assert totals() == (0, 0)
+            postfix.flush()
+            wait_until(lambda: totals() == (100, 100), 240, "100 recorded bounces")
+            wait_until(lambda: not postfix.queue(), 60, "the queue to empty")
+            postfix.wait_for_log(r"relay=bouncehandler.*status=sent", count=100)
+        finally:
+            postfix.stop()
+    assert totals() == (100, 100)
+    reconnect()
+    assert set(BounceEvent.objects.using(ALIAS).values_list("kind", "status", "source")) == {
+        ("hard", "5.1.1", "pipe")
+    }
+
+
+# --- Sending while the database is down ------------------------------------------------
+
+SEND_SCRIPT = """
+import json, os, sys
+import django
+django.setup()
+from django.core import mail
+from django.test import override_settings
+tracker = {**django.conf.settings.BOUNCE_TRACKER, **json.loads(os.environ["TRACKER"])}
+with override_settings(BOUNCE_TRACKER=tracker, EMAIL_HOST="127.0.0.1",
+                       EMAIL_PORT=int(os.environ["SMTP_PORT"])):
+    try:
+        sent = mail.send_mail("Invoice", "Hello.", "shop@example.com", ["Buyer@Example.org"],
+                              fail_silently=os.environ["FAIL_SILENTLY"] == "1")
+    except Exception as exc:
+        print(json.dumps({"raised": type(exc).__name__}))
+    else:
+        print(json.dumps({"sent": sent}))
+"""
+
+
+def send_with_database_down(
+    server: PrivateMariaDB, mode: str, *, fail_silently: bool = False
+) -> tuple[dict[str, object], str, list[str]]:
+    """Send one message from a process whose database is down; (result, log, MAIL FROMs)."""
+    with SmtpSink() as remote:
+        env = django_environment(
+            server.url(),
+            TRACKER=json.dumps(
+                {
+                    "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                    "SEND_WHEN_DATABASE_DOWN": mode,
+                }
+            ),
+            SMTP_PORT=str(remote.port),
+            FAIL_SILENTLY="1" if fail_silently else "0",
+        )
+        process = subprocess.run(
+            [sys.executable, "-c", SEND_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        envelopes = [t.mail_from for t in remote.state.transactions]
+    return json.loads(process.stdout), process.stderr, envelopes
+
+
+@pytest.mark.parametrize("fail_silently", [False, True])
+def test_sending_while_the_database_is_down_fails_and_sends_nothing_by_default(
+    server, fail_silently
+):
+    server.stop()
+    result, log, envelopes = send_with_database_down(server, "fail", fail_silently=fail_silently)
+    assert result == ({"sent": 0} if fail_silently else {"raised": "OperationalError"})
+    assert envelopes == []
+    assert "The tracking database is unavailable: 1 message(s) not sent" in log
+
+
+def test_sending_while_the_database_is_down_can_send_untracked(server):
+    server.stop()
+    result, log, envelopes = send_with_database_down(server, "send_untracked")
+    assert result == {"sent": 1}
+    # The return path a tracked address gets, so its bounces still match once tracked.
+    local_part = encode_local_part("buyer@example.org", get_settings())
+    assert envelopes == [return_path(local_part, get_settings())]
+    assert "sending 1 message(s) untracked" in log
+
+    server.start()
+    reconnect()
+    assert not EmailAddressTracker.objects.using(ALIAS).exists()
