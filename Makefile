@@ -5,6 +5,7 @@
 #   make lint    ruff and mypy
 #   make docs    the Sphinx documentation, warnings as errors
 #   make bench   the send-overhead benchmark
+#   make fuzz    fuzz the bounce classifier (FUZZ_SECONDS=600), see fuzz/README.md
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -26,7 +27,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help:
-	@sed -n '2,7p' Makefile
+	@sed -n '2,8p' Makefile
 
 # What a fresh Debian/Ubuntu machine lacks for the virtualenv and for mysqlclient,
 # which compiles against the MariaDB client headers. Installed when running as root
@@ -68,8 +69,8 @@ install: $(VENV)/.installed
 
 .PHONY: lint
 lint: $(VENV)/.installed
-	$(BIN)/ruff check bounce_tracker tests benchmarks example_project
-	$(BIN)/ruff format --check bounce_tracker tests benchmarks example_project
+	$(BIN)/ruff check bounce_tracker tests benchmarks example_project fuzz
+	$(BIN)/ruff format --check bounce_tracker tests benchmarks example_project fuzz
 	$(BIN)/mypy bounce_tracker
 	$(BIN)/python -m django makemigrations --check --dry-run --settings tests.settings >/dev/null
 
@@ -77,13 +78,14 @@ lint: $(VENV)/.installed
 # A database that is not running makes its pass skip (or fail, when
 # BOUNCE_TRACKER_REQUIRE_SERVICES=1).
 # The real-browser and Postfix tests run in the MariaDB pass (the primary database).
+# $(3) narrows the selection further (the Django 4.2 passes leave out the long tests).
 define run_suite
 	@echo "=== $(1): SQLite ==="
-	$(2)/bin/python -m pytest -m "not mysql and not postgres and not browser" $(PYTEST_ARGS)
+	$(2)/bin/python -m pytest -m "not mysql and not postgres and not browser$(3)" $(PYTEST_ARGS)
 	@echo "=== $(1): MariaDB ==="
-	DATABASE_URL=$(MYSQL_URL) $(2)/bin/python -m pytest -m "not postgres" $(PYTEST_ARGS)
+	DATABASE_URL=$(MYSQL_URL) $(2)/bin/python -m pytest -m "not postgres$(3)" $(PYTEST_ARGS)
 	@echo "=== $(1): PostgreSQL ==="
-	DATABASE_URL=$(POSTGRES_URL) $(2)/bin/python -m pytest -m "not mysql and not browser" $(PYTEST_ARGS)
+	DATABASE_URL=$(POSTGRES_URL) $(2)/bin/python -m pytest -m "not mysql and not browser$(3)" $(PYTEST_ARGS)
 endef
 
 .PHONY: test
@@ -98,7 +100,7 @@ test-suite: $(VENV)/.installed
 
 .PHONY: test-django42
 test-django42: $(VENV42)/.installed
-	$(call run_suite,Django $$($(VENV42)/bin/python -c 'import django; print(django.get_version())'),$(VENV42))
+	$(call run_suite,Django $$($(VENV42)/bin/python -c 'import django; print(django.get_version())'),$(VENV42), and not long)
 
 .PHONY: coverage
 coverage: $(VENV)/.installed
@@ -119,6 +121,26 @@ docs: $(VENV)/.installed
 .PHONY: bench
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/send_overhead.py
+
+# Coverage-guided fuzzing of classify_message with atheris (libFuzzer). New coverage
+# goes to fuzz/corpus/, failing inputs to fuzz/crashes/ (both gitignored); a
+# finding stops the run. Replay one with: $(BIN)/python fuzz/fuzz_classify.py <file>
+FUZZ_SECONDS ?= 600
+FUZZ_MAX_LEN ?= 65536
+FUZZ_ARGS ?=
+
+$(VENV)/.fuzz-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install -q -e ".[$(EXTRAS),fuzz]"
+	touch $@
+
+.PHONY: fuzz
+fuzz: $(VENV)/.fuzz-installed
+	$(BIN)/python fuzz/make_seed_corpus.py
+	mkdir -p fuzz/crashes
+	$(BIN)/python fuzz/fuzz_classify.py fuzz/corpus fuzz/regressions \
+		-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -max_len=$(FUZZ_MAX_LEN) \
+		-timeout=10 -dict=fuzz/classify.dict -print_final_stats=1 -artifact_prefix=fuzz/crashes/ \
+		$(FUZZ_ARGS)
 
 .PHONY: clean
 clean:

@@ -116,6 +116,14 @@ MAX_HEADER_CHARS = 4000
 MAX_HEADERS = 300
 #: Characters kept in ``diagnostic``.
 MAX_DIAGNOSTIC_CHARS = 1000
+#: Characters of diagnostic text the per-recipient decisions of one report read in
+#: all. A report naming many recipients gets fewer per recipient (at most
+#: :data:`~bounce_tracker.diagnosis.MAX_DECISION_CHARS`, at least
+#: :data:`MIN_RECIPIENT_DECISION_CHARS`), so that its cost doesn't grow with
+#: recipients times diagnostic length.
+MAX_REPORT_DECISION_CHARS = 256 * 1024
+#: Characters of diagnostic text one recipient's decision reads however many there are.
+MIN_RECIPIENT_DECISION_CHARS = 256
 
 _DSN_TYPES = frozenset(
     {"message/delivery-status", "message/global-delivery-status", "text/delivery-status"}
@@ -206,13 +214,24 @@ def _codec(charset: str | None) -> str | None:
     return info.name
 
 
+# Lone surrogates: a few codecs (UTF-7) decode to them even with errors="replace".
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def _decode_bytes(data: bytes, charset: str | None) -> str:
+    """``data`` as text in ``charset`` (else UTF-8, else cp1252), never with surrogates.
+
+    Text with lone surrogates can't be encoded again (UTF-8, even with
+    ``surrogateescape``), which later steps do to header values.
+    """
     name = _codec(charset)
     if name is not None:
         try:
-            return data.decode(name, "replace")
+            text = data.decode(name, "replace")
         except (LookupError, ValueError, TypeError):
             pass
+        else:
+            return text if text.isascii() else _SURROGATE_RE.sub("\ufffd", text)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -351,13 +370,16 @@ _BLOCK_TAG_RE = re.compile(
     r"(?i)<\s*(?:br|/p|/div|/tr|/li|/h\d|/table|p|div|tr|li)\b[^<>]{0,2000}>"
 )
 _TAG_RE = re.compile(r"<[^<>]{0,2000}>")
+_SCRIPT_END_RES = {
+    tag: re.compile(f"</{tag}[^<>]{{0,200}}>?", re.IGNORECASE | re.ASCII)
+    for tag in ("script", "style", "head")
+}
 
 
 def _html_to_text(html: str) -> str:
     """Rough text of an HTML part: scripts and styles dropped, tags become spaces."""
     import html as html_module  # only for the rare HTML-only bounce
 
-    lowered = html.lower()
     pieces: list[str] = []
     position = 0
     while True:
@@ -366,10 +388,12 @@ def _html_to_text(html: str) -> str:
             pieces.append(html[position:])
             break
         pieces.append(html[position : match.start()])
-        end = lowered.find(f"</{match.group(1).lower()}", match.end())
-        if end < 0:
+        # Not html.lower().find(): lower() may lengthen the text ("İ"), so its
+        # offsets would not be offsets into ``html``.
+        end = _SCRIPT_END_RES[match.group(1).lower()].search(html, match.end())
+        if end is None:
             break
-        position = end + 2
+        position = end.end()
     text = _BLOCK_TAG_RE.sub("\n", "".join(pieces))
     return html_module.unescape(_TAG_RE.sub(" ", text))
 
@@ -652,9 +676,9 @@ def _arf(report: _Report) -> Classification | None:
     return Classification(
         kind=BounceKind.COMPLAINT,
         status=None,
-        diagnostic=f"Feedback-Type: {feedback_type or 'abuse'}",
+        diagnostic=_clip(f"Feedback-Type: {feedback_type or 'abuse'}"),
         recipients=recipients,
-        reporting_mta=strip_type(reporting),
+        reporting_mta=strip_type(reporting)[:255],
         original_message_id=message_id,
         reason="arf" if feedback is not None or is_report else "arf:jmrp",
     )
@@ -681,6 +705,12 @@ def _clip(text: str) -> str:
     return _WS_RE.sub(" ", text).strip()[:MAX_DIAGNOSTIC_CHARS]
 
 
+def _decision_share(count: int) -> int:
+    """Characters of text one recipient's decision reads, in a report naming ``count``."""
+    share = MAX_REPORT_DECISION_CHARS // max(count, 1)
+    return max(MIN_RECIPIENT_DECISION_CHARS, min(diagnosis.MAX_DECISION_CHARS, share))
+
+
 def _overall(kinds: list[BounceKind]) -> BounceKind:
     for kind in (BounceKind.HARD, BounceKind.SOFT, BounceKind.DELAYED):
         if kind in kinds:
@@ -705,10 +735,11 @@ def _dsn(report: _Report) -> Classification | None:
         return None
 
     snippets = _Snippets(report)
+    limit = _decision_share(len(fields.recipients))
     recipients: list[RecipientResult] = []
     rules: list[str] = []
     for record in fields.recipients:
-        result, rule = _dsn_recipient(record, report, snippets, len(fields.recipients))
+        result, rule = _dsn_recipient(record, report, snippets, len(fields.recipients), limit)
         recipients.append(result)
         rules.append(rule)
     kind = _overall([r.kind for r in recipients])
@@ -732,8 +763,9 @@ def _dsn(report: _Report) -> Classification | None:
 
 
 def _dsn_recipient(
-    record: dict[str, str], report: _Report, snippets: _Snippets, count: int
+    record: dict[str, str], report: _Report, snippets: _Snippets, count: int, limit: int
 ) -> tuple[RecipientResult, str]:
+    """One recipient block's verdict; its decisions read at most ``limit`` characters."""
     address = field_address(record.get("final-recipient", ""))
     if not address or "@" not in address:
         address = field_address(record.get("original-recipient", "")) or address
@@ -745,7 +777,7 @@ def _dsn_recipient(
     # Without any enhanced code, the class of the basic reply ("550 …") still counts.
     decisive = status
     if decisive is None:
-        codes = diagnosis.basic_codes(diagnostic)
+        codes = diagnosis.basic_codes(diagnostic[:limit])
         if codes and codes[0] // 100 in (4, 5):
             decisive = f"{codes[0] // 100}.0.0"
     action = (record.get("action", "").strip().lower().split() or [""])[0].strip(";,()")
@@ -757,20 +789,21 @@ def _dsn_recipient(
     elif action == "delayed":
         kind, rule = BounceKind.DELAYED, "delayed"
     else:
-        kind, rule = failure_kind(decisive, diagnostic)
+        kind, rule = failure_kind(decisive, diagnostic[:limit])
         if not rule.startswith(("text:", "temporary:")):
             # The Status field alone decided: let the report's human-readable words
             # (often more specific, e.g. Exchange's and Gmail's) have their say.
             words = snippets.for_address(address) if address else ""
             if not words and count == 1:
                 words = snippets.whole
+            words = words[:limit]
             if words:
                 text_kind, text_rule = failure_kind(decisive, words)
                 if text_rule.startswith(("text:", "temporary:")):
                     kind, rule = text_kind, f"{text_rule} (report text)"
                     diagnostic = diagnostic or _key_sentence(words)
     if not diagnostic and kind != BounceKind.DELIVERED and address:
-        diagnostic = _key_sentence(snippets.for_address(address))
+        diagnostic = _key_sentence(snippets.for_address(address)[:limit])
     result = RecipientResult(
         address=address,
         status=status,
@@ -1037,10 +1070,11 @@ def _text_bounce(report: _Report) -> Classification | None:
     whole_status = best_status(enhanced_codes(snippets.whole))
     whole_diagnostic = _key_sentence(snippets.whole)
 
+    limit = _decision_share(len(addresses))
     recipients: list[RecipientResult] = []
     rules: list[str] = []
     for address in addresses:
-        words = snippets.for_address(address)
+        words = snippets.for_address(address)[:limit]
         r_kind, r_rule, r_status, r_diag = kind, rule, whole_status, whole_diagnostic
         if action == "failed" and words and diagnosis.failure_evidence(words):
             r_kind, r_rule = failure_kind(None, words)

@@ -1,0 +1,1 @@
+"""Fuzzing harnesses (atheris); see fuzz/README.md."""
