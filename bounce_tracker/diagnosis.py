@@ -248,7 +248,7 @@ _OTHER_FAILURE = _rules(
     ),
     (
         "content",
-        r"\bcontent\b|\bvirus|\bmalware|\binfected|\battachment|\bsuspicious|\bmessage body",
+        r"\bcontent\b(?!-)|\bvirus|\bmalware|\binfected|\battachment|\bsuspicious|\bmessage body",
     ),
     (
         "too large",
