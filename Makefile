@@ -118,6 +118,14 @@ docs: $(VENV)/.installed
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs/_build/html/index.html"
 
+# The sdist and the wheel, freshly built into dist/ (python -m build, in an isolated
+# environment with the build requirements from pyproject.toml). A stale *.egg-info
+# goes first: setuptools would add the files its SOURCES.txt lists to the sdist.
+.PHONY: dist
+dist: $(VENV)/.installed
+	rm -rf dist *.egg-info
+	$(BIN)/python -m build --outdir dist .
+
 .PHONY: bench
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/send_overhead.py
