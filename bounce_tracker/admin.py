@@ -1019,9 +1019,18 @@ class UnmatchedMessageAdmin(RawMessageAdmin):
         address = visible_text(tracker.email)
         recorded = duplicates = 0
         for unmatched in unmatched_messages:
+            received = date_format(timezone.localtime(unmatched.received_at), "DATETIME_FORMAT")
+            if not unmatched.raw_message and unmatched.raw_size:
+                # prune_bounce_events stripped it: nothing left to classify again.
+                self.message_user(
+                    request,
+                    f"The message to {visible_text(unmatched.envelope_recipient)} received "
+                    f"{received} can't be attached: its raw message was removed by retention.",
+                    messages.WARNING,
+                )
+                continue
             result = record_unmatched_message(unmatched, tracker, tracker_settings=tracker_settings)
             kind = BounceKind(result.kind).label
-            received = date_format(timezone.localtime(unmatched.received_at), "DATETIME_FORMAT")
             if result.outcome == Outcome.RECORDED and result.event is not None:
                 recorded += 1
                 status = f" {result.event.status}" if result.event.status else ""

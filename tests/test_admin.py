@@ -18,6 +18,7 @@ import pytest
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
+from django.contrib.messages import get_messages
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -937,6 +938,20 @@ def test_attach_records_the_stored_message_for_the_address_and_logs_it(support):
     )
     assert deletion.action_flag == DELETION
     assert deletion.object_id == str(lost.pk)
+
+
+def test_attach_refuses_a_message_whose_raw_bytes_retention_removed(support):
+    tracker = make_tracker("dead@example.org")
+    lost = unmatched_from(dsn())
+    UnmatchedMessage.objects.filter(pk=lost.pk).update(raw_message=b"", raw_truncated=True)
+    response = attach(support, [lost], "dead@example.org")
+    assert response.status_code == 302
+    [notice] = get_messages(response.wsgi_request)
+    assert "removed by retention" in str(notice)
+    assert UnmatchedMessage.objects.filter(pk=lost.pk).exists()
+    assert not BounceEvent.objects.exists()
+    tracker.refresh_from_db()
+    assert tracker.bounce_count == 0
 
 
 def test_attaching_the_same_message_again_or_a_redelivery_counts_once(support):
