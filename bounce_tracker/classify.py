@@ -1280,3 +1280,29 @@ def classify_message(raw: bytes) -> Classification:
             diagnostic="",
             reason=f"unparsable: {type(exc).__name__}",
         )
+
+
+def classify_reply(
+    text: str, *, status: str | None = None, recipient: str | None = None, source: str = ""
+) -> Classification:
+    """Classify one failure reported as text rather than as a message.
+
+    For an SMTP server's reply at send time (``"550 5.1.1 <a@example.org>: User
+    unknown"``) or an ESP's description of a bounce: the same rules as a DSN's
+    Diagnostic-Code (:func:`bounce_tracker.diagnosis.failure_kind`), so 5.1.1 is hard
+    and a 4xx reply soft. ``status`` is an enhanced status code known from elsewhere;
+    ``source`` goes into the reason (e.g. ``"smtp"``).
+    """
+    text = text[: diagnosis.MAX_DECISION_CHARS]
+    status = diagnosis.normalize_status(status) or diagnosis.best_status(
+        diagnosis.enhanced_codes(text)
+    )
+    kind, rule = diagnosis.failure_kind(status, text)
+    diagnostic = _WS_RE.sub(" ", text).strip()[:MAX_DIAGNOSTIC_CHARS]
+    return Classification(
+        kind=kind,
+        status=status,
+        diagnostic=diagnostic,
+        recipients=(RecipientResult(recipient, status, kind, diagnostic=diagnostic),),
+        reason=f"{source}:{rule}" if source else rule,
+    )

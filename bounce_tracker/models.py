@@ -173,6 +173,9 @@ class EventSource(models.TextChoices):
     PIPE = "pipe", _("Postfix pipe (handle_bounce)")
     LMTP = "lmtp", _("LMTP receiver")
     ADMIN = "admin", _("attached by staff")
+    SMTP = "smtp", _("refused at send time")
+    ESP = "esp", _("ESP event (django-anymail)")
+    MAILBOX = "mailbox", _("bounce mailbox (IMAP/POP3)")
 
 
 class ReceivedMessage(models.Model):

@@ -279,11 +279,52 @@ def record_bounce(
     tracker_settings: TrackerSettings,
 ) -> ReceiveResult:
     """Write the event and update the tracker in one transaction, exactly once."""
-    kind = classification.kind
     event_fingerprint = fingerprint(message, recipient)
     stored = _received_fields(
         message, sender, recipient, classification, source, tracker_settings, event_fingerprint
     )
+    return _write_event(tracker, classification, stored)
+
+
+def record_event(
+    tracker: EmailAddressTracker,
+    classification: Classification,
+    *,
+    source: EventSource,
+    event_fingerprint: str,
+    raw: bytes = b"",
+    envelope_sender: str = "",
+    envelope_recipient: str = "",
+    tracker_settings: TrackerSettings | None = None,
+) -> ReceiveResult:
+    """Record a bounce that did not arrive as a message to the bounce address.
+
+    For the other paths into the tracker: a refusal at send time, an ESP's event, a
+    message read from a bounce mailbox. The caller classifies and chooses the
+    fingerprint that makes two reports "the same event" (an ESP's event id, say);
+    like :func:`receive_message`, the event is recorded exactly once per
+    fingerprint, with the same tracker updates, policy effects and signals.
+    ``raw`` is what to keep as the event's raw message (a webhook payload, an SMTP
+    reply), cut to ``RAW_MESSAGE_MAX_BYTES``.
+    """
+    tracker_settings = tracker_settings or get_settings()
+    message = IncomingMessage(data=raw, size=len(raw), content_hash="")
+    stored = _received_fields(
+        message,
+        envelope_sender,
+        envelope_recipient,
+        classification,
+        source,
+        tracker_settings,
+        hashlib.sha256(event_fingerprint.encode()).hexdigest(),
+    )
+    return _write_event(tracker, classification, stored)
+
+
+def _write_event(
+    tracker: EmailAddressTracker, classification: Classification, stored: dict[str, object]
+) -> ReceiveResult:
+    kind = classification.kind
 
     def write() -> BounceEvent:
         with transaction.atomic():
@@ -313,7 +354,7 @@ def record_bounce(
     try:
         event = retry_deadlocks(write)
     except IntegrityError:
-        if BounceEvent.objects.filter(fingerprint=event_fingerprint).exists():
+        if BounceEvent.objects.filter(fingerprint=stored["fingerprint"]).exists():
             return ReceiveResult(Outcome.DUPLICATE, kind)
         raise
     return ReceiveResult(Outcome.RECORDED, kind, event=event)

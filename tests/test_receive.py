@@ -256,3 +256,31 @@ def test_without_a_message_id_the_fingerprint_is_the_content():
     assert fingerprint(one, VERP) != fingerprint(two, VERP)
     assert fingerprint(one, VERP) == fingerprint(one, VERP.upper())
     assert fingerprint(one, VERP) != fingerprint(one, "bounces+other@bounces.example.com")
+
+
+def test_record_event_records_a_classified_failure_once_per_fingerprint():
+    from bounce_tracker.classify import classify_reply
+    from bounce_tracker.models import EventSource
+    from bounce_tracker.receive import record_event
+
+    tracker = EmailAddressTracker.objects.create(email="gone@example.org", encoded_from="b+x")
+    classification = classify_reply("550 5.1.1 <gone@example.org>: User unknown", source="smtp")
+
+    def record():
+        return record_event(
+            tracker,
+            classification,
+            source=EventSource.SMTP,
+            event_fingerprint="smtp:<m1@example.com>:gone@example.org",
+            raw=b"550 5.1.1 <gone@example.org>: User unknown",
+            envelope_recipient="gone@example.org",
+        )
+
+    first, second = record(), record()
+    assert (first.outcome, second.outcome) == (Outcome.RECORDED, Outcome.DUPLICATE)
+    event = BounceEvent.objects.get()
+    assert (event.kind, event.status, event.source) == ("hard", "5.1.1", "smtp")
+    assert event.classifier_reason == "smtp:text:user unknown"
+    assert bytes(event.raw_message) == b"550 5.1.1 <gone@example.org>: User unknown"
+    tracker.refresh_from_db()
+    assert (tracker.bounce_count, tracker.suppressed_reason) == (1, "hard")
