@@ -304,6 +304,7 @@ class BounceEventInline(RawMessageLinksMixin, admin.TabularInline):  # type: ign
         "received_at",
         "kind",
         "counted",
+        "source",
         "status_text",
         "diagnostic_text",
         "reporting_mta_text",

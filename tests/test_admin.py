@@ -863,6 +863,24 @@ def test_raw_messages_need_the_view_permission(django_user_model, tracker):
     ).status_code in (403, 404)
 
 
+def test_the_history_shows_where_each_event_came_from_and_filters_by_source(admin_client):
+    tracker = make_tracker("multi@example.org")
+    for n, source in enumerate(["pipe", "lmtp", "smtp", "esp", "mailbox"]):
+        make_event(tracker, n, source=source)
+    page = admin_client.get(change_url(tracker)).content.decode()
+    for label in [
+        "Postfix pipe",
+        "LMTP receiver",
+        "refused at send time",
+        "ESP event",
+        "bounce mailbox",
+    ]:
+        assert label in page
+    changelist = reverse("admin:bounce_tracker_bounceevent_changelist")
+    filtered = admin_client.get(changelist, {"source__exact": "esp"})
+    assert [event.source for event in filtered.context["cl"].result_list] == ["esp"]
+
+
 def test_the_history_links_each_event_to_its_raw_message(admin_client, tracker):
     event = tracker.bounce_events.get()
     page = admin_client.get(change_url(tracker)).content.decode()
