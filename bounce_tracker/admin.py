@@ -53,6 +53,7 @@ from bounce_tracker.kinds import BounceKind
 from bounce_tracker.models import (
     BounceEvent,
     EmailAddressTracker,
+    EventSource,
     UnmatchedMessage,
 )
 from bounce_tracker.policy import AddressState, address_state, address_state_q, evaluate
@@ -1021,6 +1022,15 @@ class UnmatchedMessageAdmin(RawMessageAdmin):
         recorded = duplicates = 0
         for unmatched in unmatched_messages:
             received = date_format(timezone.localtime(unmatched.received_at), "DATETIME_FORMAT")
+            if unmatched.source == EventSource.ESP:
+                # Its raw bytes are the ESP's JSON, not a message to classify again.
+                self.message_user(
+                    request,
+                    f"The ESP event for {visible_text(unmatched.envelope_recipient)} received "
+                    f"{received} can't be attached: only mail can be classified again.",
+                    messages.WARNING,
+                )
+                continue
             if not unmatched.raw_message and unmatched.raw_size:
                 # prune_bounce_events stripped it: nothing left to classify again.
                 self.message_user(

@@ -19,3 +19,12 @@ class BounceTrackerConfig(AppConfig):
             post_migrate.connect(
                 create_support_group, sender=self, dispatch_uid="bounce_tracker_support_group"
             )
+
+        try:  # the optional extra "anymail": record ESP events (docs/esp.rst)
+            from anymail.signals import tracking
+        except ImportError:
+            pass
+        else:
+            from bounce_tracker.esp import record_tracking_event
+
+            tracking.connect(record_tracking_event, dispatch_uid="bounce_tracker_esp_tracking")

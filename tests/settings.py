@@ -66,4 +66,12 @@ BOUNCE_TRACKER = {
     "BACKEND": "django.core.mail.backends.locmem.EmailBackend",
 }
 
+# django-anymail's webhooks (tests/test_esp_events.py): basic auth for every ESP, and
+# the key Mailgun signs its webhooks with. "anymail" needn't be in INSTALLED_APPS for
+# its webhook views and signals.
+ANYMAIL = {
+    "WEBHOOK_SECRET": "esp-webhook:5ecret-for-tests",
+    "MAILGUN_WEBHOOK_SIGNING_KEY": "mailgun-signing-key-for-tests",
+}
+
 REQUIRE_SERVICES = os.environ.get("BOUNCE_TRACKER_REQUIRE_SERVICES") == "1"

@@ -972,6 +972,17 @@ def test_attach_refuses_a_message_whose_raw_bytes_retention_removed(support):
     assert tracker.bounce_count == 0
 
 
+def test_attach_refuses_an_esp_event(support):
+    make_tracker("dead@example.org")
+    lost = unmatched_from(dsn())
+    UnmatchedMessage.objects.filter(pk=lost.pk).update(source="esp", raw_message=b"{}")
+    response = attach(support, [lost], "dead@example.org")
+    [notice] = get_messages(response.wsgi_request)
+    assert "only mail can be classified again" in str(notice)
+    assert UnmatchedMessage.objects.filter(pk=lost.pk).exists()
+    assert not BounceEvent.objects.exists()
+
+
 def test_attaching_the_same_message_again_or_a_redelivery_counts_once(support):
     tracker = make_tracker("dead@example.org")
     message = dsn()
