@@ -9,6 +9,11 @@ case-insensitively) it asks the policy, and if the answer is "send", hands the
 inner backend a copy whose envelope has that one recipient and the recipient's
 VERP envelope sender. The visible From, To and Cc headers stay exactly as the
 caller wrote them, and Bcc recipients never appear in any header.
+
+A recipient the server (or an ESP) refuses while a copy is sent is recorded as a
+bounce event of that address (:mod:`bounce_tracker.refusals`). To see the reply
+even with ``fail_silently=True``, the inner backend is always built with
+``fail_silently=False`` and this backend applies ``fail_silently`` itself.
 """
 
 from __future__ import annotations
@@ -38,6 +43,15 @@ from bounce_tracker.addresses import (
 from bounce_tracker.conf import DEFAULTS, get_settings
 from bounce_tracker.models import EmailAddressTracker
 from bounce_tracker.policy import Verdict, load_policy
+from bounce_tracker.refusals import (
+    Refusal,
+    anymail_refusal,
+    backend_esp_name,
+    record_refusal,
+    refusal_error,
+    refusal_from_error,
+    reply_text,
+)
 from bounce_tracker.signals import recipient_suppressed
 from bounce_tracker.tracking import ensure_trackers, record_sent
 from bounce_tracker.verp import encode_local_part, return_path
@@ -125,6 +139,12 @@ class BounceTrackingBackend(BaseEmailBackend):
     Keyword arguments named like ``BOUNCE_TRACKER`` keys in lower case
     (``bounce_domain=…``, ``backend=…``, ``observe_only=…``) override the settings
     for this instance; every other keyword argument goes to the inner backend.
+
+    The inner backend is built with ``fail_silently=False`` whatever this backend's
+    ``fail_silently`` is, so that a refusal reaches this backend (Django's SMTP
+    backend would swallow the reply); this backend then swallows and logs what the
+    inner backend raises when ``fail_silently`` is set, in :meth:`open`,
+    :meth:`close` and :meth:`send_messages`.
     """
 
     def __init__(self, fail_silently: bool = False, **kwargs: Any) -> None:
@@ -134,16 +154,32 @@ class BounceTrackingBackend(BaseEmailBackend):
         super().__init__(fail_silently=fail_silently)
         self.tracker_settings = get_settings(overrides)
         backend_class = import_string(self.tracker_settings.backend)
-        self.inner: BaseEmailBackend = backend_class(fail_silently=fail_silently, **kwargs)
+        self.inner: BaseEmailBackend = backend_class(fail_silently=False, **kwargs)
         self.policy = load_policy(self.tracker_settings)
+        self._silenced = 0  # copies failed and skipped in this send_messages() call
 
     def open(self) -> bool | None:
-        """Open the inner backend's connection; returns what the inner backend returns."""
-        return self.inner.open()
+        """Open the inner backend's connection; returns what the inner backend returns.
+
+        With ``fail_silently``, an error is logged and None returned, as Django's SMTP
+        backend does.
+        """
+        try:
+            return self.inner.open()
+        except Exception:
+            if not self.fail_silently:
+                raise
+            logger.warning("Could not open the connection; fail_silently is set.", exc_info=True)
+            return None
 
     def close(self) -> None:
-        """Close the inner backend's connection."""
-        self.inner.close()
+        """Close the inner backend's connection (errors only logged with ``fail_silently``)."""
+        try:
+            self.inner.close()
+        except Exception:
+            if not self.fail_silently:
+                raise
+            logger.warning("Could not close the connection; fail_silently is set.", exc_info=True)
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         """Send the messages; return how many had at least one copy accepted."""
@@ -164,7 +200,14 @@ class BounceTrackingBackend(BaseEmailBackend):
         # accepted: copies per address; sent: messages with at least one copy accepted.
         accepted: Counter[str] = Counter()
         sent: list[EmailMessage] = []
-        new_connection = self.inner.open()
+        self._silenced = 0
+        try:
+            new_connection = self.inner.open()
+        except Exception:
+            if not self.fail_silently:
+                raise  # nothing has been sent
+            logger.warning("Could not open the connection; fail_silently is set.", exc_info=True)
+            return 0
         try:
             for message, recipients in plans:
                 self._send_copies(
@@ -178,7 +221,11 @@ class BounceTrackingBackend(BaseEmailBackend):
             if tracked:
                 self._count(trackers, accepted)
             if new_connection:
-                self.inner.close()
+                self.close()
+            if self._silenced > 1:
+                logger.warning(
+                    "%d cop(ies) failed and were skipped; fail_silently is set.", self._silenced
+                )
         return len(sent)
 
     def _send_untracked(self, message_count: int) -> bool:
@@ -230,33 +277,101 @@ class BounceTrackingBackend(BaseEmailBackend):
     ) -> None:
         """Send one message's allowed copies, counting them in ``accepted`` and ``sent``.
 
-        A recipient refused by the SMTP server doesn't stop the others, as with one
-        multi-recipient message; only when the server refused every recipient the
-        policy allowed is :class:`smtplib.SMTPRecipientsRefused` raised, as smtplib
-        itself does.
+        A recipient refused by the SMTP server (at RCPT or DATA) or by the ESP doesn't
+        stop the others, as with one multi-recipient message, and is recorded as a
+        bounce event of its address. Only when every recipient the policy allowed
+        was refused (and none accepted) is an exception raised (see
+        :func:`~bounce_tracker.refusals.refusal_error`), unless ``fail_silently``.
+        With ``fail_silently``, any other error of one copy is logged and the next
+        copy is tried, as when Django's SMTP backend swallows it.
         """
         copies_accepted = 0
-        refused: dict[str, tuple[int, bytes]] = {}
+        refusals: list[Refusal] = []
         headers = visible_headers(message)
+        message_id = next(
+            (value for name, value in headers.items() if name.lower() == "message-id"), ""
+        )
         for address, written in recipients.items():
             tracker = trackers[address]
             if apply_policy and not self._allowed(tracker, message):
                 continue
             envelope_sender = return_path(tracker.encoded_from, self.tracker_settings)
+            duplicate = recipient_copy(message, written, envelope_sender, headers)
             try:
-                sent_count = self.inner.send_messages(
-                    [recipient_copy(message, written, envelope_sender, headers)]
-                )
-            except smtplib.SMTPRecipientsRefused as exc:
-                refused.update(exc.recipients)
+                sent_count = self.inner.send_messages([duplicate])
+            except Exception as exc:
+                refusal = refusal_from_error(exc, duplicate, address, recipient=written)
+                if refusal is None:
+                    self._copy_failed(exc, address, envelope_sender)
+                    if not self.fail_silently:
+                        raise
+                    continue
+                refusals.append(refusal)
+                self._record(tracker, refusal, envelope_sender, message_id)
                 continue
+            # An ESP may report the recipient rejected without raising
+            # (anymail's IGNORE_RECIPIENT_STATUS): recorded; the copy counts as
+            # the inner backend says.
+            esp_refused = anymail_refusal(
+                duplicate, address, recipient=written, esp_name=backend_esp_name(self.inner)
+            )
+            if esp_refused is not None:
+                self._record(tracker, esp_refused, envelope_sender, message_id)
             if sent_count:
                 accepted[address] += 1
                 copies_accepted += 1
                 if copies_accepted == 1:
                     sent.append(message)
-        if refused and not copies_accepted:
-            raise smtplib.SMTPRecipientsRefused(refused)
+        if refusals and not copies_accepted:
+            error = refusal_error(refusals)
+            if not self.fail_silently:
+                raise error
+            logger.info(
+                "Every recipient of %r was refused; fail_silently is set: %s",
+                message.subject,
+                error,
+            )
+
+    def _copy_failed(self, exc: Exception, address: str, envelope_sender: str) -> None:
+        """Log a copy that failed for a reason that is not the recipient's refusal.
+
+        The caller raises it unless ``fail_silently``; then the first such failure of
+        the batch is logged with its traceback and the others counted.
+        """
+        if isinstance(exc, smtplib.SMTPSenderRefused):
+            # Our own envelope sender, never the recipient's fault: not recorded.
+            logger.error(
+                "The server refused the envelope sender %s (%s %s) of the copy to %s; "
+                "nothing is recorded against the recipient.",
+                envelope_sender,
+                exc.smtp_code,
+                reply_text(exc.smtp_error),
+                address,
+            )
+        if not self.fail_silently:
+            return
+        self._silenced += 1
+        if self._silenced == 1:
+            logger.warning(
+                "Sending the copy to %s failed; fail_silently is set.", address, exc_info=exc
+            )
+
+    def _record(
+        self,
+        tracker: EmailAddressTracker,
+        refusal: Refusal,
+        envelope_sender: str,
+        message_id: str,
+    ) -> None:
+        host = getattr(self.inner, "host", None)
+        record_refusal(
+            tracker,
+            refusal,
+            envelope_sender=envelope_sender,
+            message_id=message_id,
+            reporting_mta=host if isinstance(host, str) else backend_esp_name(self.inner),
+            tracker_settings=self.tracker_settings,
+        )
 
     def _allowed(self, tracker: EmailAddressTracker, message: EmailMessage) -> bool:
         verdict = self.policy(tracker, message)

@@ -25,7 +25,18 @@ class SinkState:
     reject: set[str] = field(default_factory=set)
     #: Reply lines for RCPT TO, by lower-case address or "@domain" (e.g. "452 4.2.2 Full").
     replies: dict[str, str] = field(default_factory=dict)
+    #: Reply lines after the DATA of a transaction with this recipient, by lower-case
+    #: address or "@domain" (e.g. "554 5.7.1 Spam"); such a transaction is not kept.
+    data_replies: dict[str, str] = field(default_factory=dict)
+    #: The reply line to every MAIL FROM, instead of 250 (e.g. "553 5.7.1 Not yours").
+    mail_reply: str = ""
+    #: Every RCPT TO address received, accepted or not, in order.
+    rcpts_seen: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reply_for(self, replies: dict[str, str], address: str) -> str | None:
+        address = address.lower()
+        return replies.get(address) or replies.get("@" + address.rpartition("@")[2])
 
 
 def _address(argument: str) -> str:
@@ -50,13 +61,16 @@ class _Handler(socketserver.StreamRequestHandler):
             if verb in ("EHLO", "HELO"):
                 self.wfile.write(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
             elif verb == "MAIL":
+                if state.mail_reply:
+                    self.reply(state.mail_reply)
+                    continue
                 mail_from, rcpts = _address(command), []
                 self.reply("250 2.1.0 Ok")
             elif verb == "RCPT":
                 address = _address(command)
-                reply = state.replies.get(address.lower()) or state.replies.get(
-                    "@" + address.lower().rpartition("@")[2]
-                )
+                with state.lock:
+                    state.rcpts_seen.append(address)
+                reply = state.reply_for(state.replies, address)
                 if reply:
                     self.reply(reply)
                 elif address.lower() in state.reject:
@@ -69,6 +83,12 @@ class _Handler(socketserver.StreamRequestHandler):
                 chunks = []
                 while (data_line := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
                     chunks.append(data_line[1:] if data_line.startswith(b"..") else data_line)
+                refusal = next(
+                    (r for r in (state.reply_for(state.data_replies, a) for a in rcpts) if r), None
+                )
+                if refusal:
+                    self.reply(refusal)
+                    continue
                 with state.lock:
                     state.transactions.append(Transaction(mail_from, rcpts, b"".join(chunks)))
                 self.reply("250 2.0.0 Ok: queued")
