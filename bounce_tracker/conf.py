@@ -59,6 +59,11 @@ DEFAULTS: dict[str, Any] = {
     # Sending while the database is unreachable: "fail" (raise; nothing is sent) or
     # "send_untracked" (send with the computed VERP return path, no policy, no counts).
     "SEND_WHEN_DATABASE_DOWN": "fail",
+    # The bounce mailbox manage.py poll_bounce_mailbox reads: imap://, imaps://,
+    # imap+starttls://, pop3://, pop3s:// or pop3+starttls://user:password@host[:port][/FOLDER].
+    "MAILBOX_URL": None,
+    # Where the poller moves the messages it recorded (IMAP only); None deletes them.
+    "MAILBOX_PROCESSED_FOLDER": None,
 }
 
 _PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
@@ -98,6 +103,8 @@ class TrackerSettings:
     raw_message_max_bytes: int
     unmatched_max_messages: int
     send_when_database_down: DatabaseDownMode
+    mailbox_url: str | None
+    mailbox_processed_folder: str | None
 
 
 def raw_settings() -> dict[str, Any]:
@@ -331,6 +338,41 @@ def _database_down_problems(values: Mapping[str, Any]) -> list[Problem]:
     ]
 
 
+def _mailbox_problems(values: Mapping[str, Any]) -> list[Problem]:
+    url = values.get("MAILBOX_URL")
+    if url is None and values.get("MAILBOX_PROCESSED_FOLDER") is None:
+        return []  # the usual case: no mailbox, nothing to import
+    from bounce_tracker.mailbox import parse_mailbox_url, processed_folder_problem
+
+    problems = []
+    parsed = None
+    if url is not None:
+        try:
+            parsed = parse_mailbox_url(url)
+        except ValueError as exc:
+            problems.append(
+                Problem(
+                    "bounce_tracker.E016",
+                    f"BOUNCE_TRACKER['MAILBOX_URL'] is not a usable mailbox URL: {exc}",
+                    "Use imap://, imaps://, imap+starttls://, pop3://, pop3s:// or "
+                    "pop3+starttls://USER:PASSWORD@HOST[:PORT][/FOLDER], with reserved "
+                    "characters in USER and PASSWORD percent-encoded; or None.",
+                )
+            )
+    folder = values.get("MAILBOX_PROCESSED_FOLDER")
+    reason = processed_folder_problem(folder, parsed)
+    if reason:
+        problems.append(
+            Problem(
+                "bounce_tracker.E017",
+                f"{_setting(values, 'MAILBOX_PROCESSED_FOLDER')} {reason}",
+                "Name an IMAP folder other than the one polled (it is created when "
+                "missing), or use None to delete recorded messages.",
+            )
+        )
+    return problems
+
+
 def validate(values: Mapping[str, Any]) -> list[Problem]:
     """Every problem with a merged settings dict; empty when all is well."""
     problems = []
@@ -351,6 +393,7 @@ def validate(values: Mapping[str, Any]) -> list[Problem]:
     problems += _threshold_problems(values)
     problems += _size_problems(values)
     problems += _database_down_problems(values)
+    problems += _mailbox_problems(values)
     return problems
 
 
@@ -393,4 +436,6 @@ def _build_settings(values: dict[str, Any]) -> TrackerSettings:
         raw_message_max_bytes=values["RAW_MESSAGE_MAX_BYTES"],
         unmatched_max_messages=values["UNMATCHED_MAX_MESSAGES"],
         send_when_database_down=values["SEND_WHEN_DATABASE_DOWN"],
+        mailbox_url=values["MAILBOX_URL"],
+        mailbox_processed_folder=values["MAILBOX_PROCESSED_FOLDER"],
     )

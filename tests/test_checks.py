@@ -67,11 +67,43 @@ def test_the_checks_run_with_djangos_check_framework():
         ({"UNMATCHED_MAX_MESSAGES": True}, "bounce_tracker.E014"),
         ({"SEND_WHEN_DATABASE_DOWN": "ignore"}, "bounce_tracker.E015"),
         ({"SEND_WHEN_DATABASE_DOWN": None}, "bounce_tracker.E015"),
+        ({"MAILBOX_URL": "http://user:pass@mail.example.com"}, "bounce_tracker.E016"),
+        ({"MAILBOX_URL": "imap://mail.example.com/INBOX"}, "bounce_tracker.E016"),
+        ({"MAILBOX_URL": "imaps://user:pa/ss@mail.example.com"}, "bounce_tracker.E016"),
+        ({"MAILBOX_URL": "pop3://user:pass@mail.example.com/Bounces"}, "bounce_tracker.E016"),
+        ({"MAILBOX_URL": ""}, "bounce_tracker.E016"),
+        ({"MAILBOX_PROCESSED_FOLDER": ""}, "bounce_tracker.E017"),
+        ({"MAILBOX_PROCESSED_FOLDER": 7}, "bounce_tracker.E017"),
+        (
+            {
+                "MAILBOX_URL": "pop3s://user:pass@mail.example.com",
+                "MAILBOX_PROCESSED_FOLDER": "Done",
+            },
+            "bounce_tracker.E017",
+        ),
+        (
+            {
+                "MAILBOX_URL": "imaps://user:pass@mail.example.com",
+                "MAILBOX_PROCESSED_FOLDER": "inbox",
+            },
+            "bounce_tracker.E017",
+        ),
         ({"BOUNCE_DOMIAN": "typo.example.com"}, "bounce_tracker.W001"),
     ],
 )
 def test_each_bad_value_has_its_own_stable_check_id(values, check_id):
     assert check_id in ids_for(**values)
+
+
+def test_a_good_mailbox_url_and_folder_pass_and_the_password_is_never_shown():
+    values = {
+        "MAILBOX_URL": "imaps://bounces%40example.com:p%2Fw@mail.example.com/Bounces",
+        "MAILBOX_PROCESSED_FOLDER": "Bounces/Done",
+    }
+    assert ids_for(**values) == []
+    with override_settings(BOUNCE_TRACKER={**BASE, "MAILBOX_URL": "imaps://u:hunter2/x@h"}):
+        [message] = check_settings()
+    assert "hunter2" not in f"{message.msg} {message.hint}"
 
 
 def test_unknown_keys_are_a_warning_not_an_error():
