@@ -123,6 +123,12 @@ def _bounce_tracker_settings() -> dict[str, Any]:
         "SOFT_BOUNCE_LIMIT": env.int,
         "SOFT_BOUNCE_WINDOW_DAYS": env.int,
         "OBSERVE_ONLY": env.bool,
+        "MAX_MESSAGE_BYTES": env.int,
+        "RAW_MESSAGE_MAX_BYTES": env.int,
+        "UNMATCHED_MAX_MESSAGES": env.int,
+        "SEND_WHEN_DATABASE_DOWN": env.str,
+        "MAILBOX_URL": env.str,
+        "MAILBOX_PROCESSED_FOLDER": env.str,
     }
     values: dict[str, Any] = {
         "BOUNCE_DOMAIN": env.str("BOUNCE_TRACKER_BOUNCE_DOMAIN", default="bounces.example.com"),
