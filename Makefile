@@ -6,6 +6,7 @@
 #   make docs    the Sphinx documentation, warnings as errors
 #   make bench   the send-overhead benchmark
 #   make fuzz    fuzz the bounce classifier (FUZZ_SECONDS=600), see fuzz/README.md
+#   make dist    the wheel and the sdist in dist/ (python -m build)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -27,7 +28,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,/^$$/p' Makefile | sed '$$d'
 
 # What a fresh Debian/Ubuntu machine lacks for the virtualenv and for mysqlclient,
 # which compiles against the MariaDB client headers. Installed when running as root
