@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from send_overhead import create_database, server_params
+from send_overhead import create_database, database_description, server_params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "mysql://root:@127.0.0.1:3306/bounce_tracker_bench"
@@ -240,26 +240,6 @@ def setup_django(workdir: Path, url: str) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
-
-
-def database_description() -> str:
-    """The vendor and server version of the default database."""
-    from django.db import connection
-
-    connection.ensure_connection()
-    vendor = connection.vendor
-    if vendor == "sqlite":
-        import sqlite3
-
-        version = sqlite3.sqlite_version
-    elif vendor == "mysql":
-        version = connection.mysql_server_info  # type: ignore[attr-defined]
-    elif vendor == "postgresql":
-        number = connection.pg_version  # type: ignore[attr-defined]
-        version = f"{number // 10000}.{number % 10000}"
-    else:
-        version = "?"
-    return f"{vendor} {version} ({connection.settings_dict['NAME']})"
 
 
 @dataclass(frozen=True)
