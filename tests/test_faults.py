@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,9 +42,10 @@ from tests.mariadb_harness import (
     private_mariadb,
     wait_for_blocked_query,
 )
-from tests.postfix_harness import PostfixInstance, free_port, readable_installation, wait_until
+from tests.postfix_harness import PostfixInstance, readable_installation, wait_until
 from tests.settings import REQUIRE_SERVICES
 from tests.smtp_sink import SmtpSink
+from tests.test_receive_bounces import start_command
 
 pytestmark = [pytest.mark.mysql, pytest.mark.faults, pytest.mark.long]
 
@@ -422,24 +422,8 @@ def test_twenty_handler_processes_at_once_on_one_address_count_twenty(server):
 @contextlib.contextmanager
 def resident_receiver(server: PrivateMariaDB) -> Iterator[int]:
     """``receive_bounces`` as a process on a free port, on the private database."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "django", "receive_bounces", f"127.0.0.1:{port}"],
-        env=django_environment(server.url()),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-    def listening() -> bool:
-        assert process.poll() is None, process.communicate()[1].decode()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
+    process, port = start_command(url=server.url())
     try:
-        wait_until(listening, 60, "receive_bounces to listen")
         yield port
     finally:
         process.send_signal(signal.SIGTERM)

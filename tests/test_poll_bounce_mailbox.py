@@ -46,6 +46,7 @@ from tests.imap_harness import (
     dovecot_available,
 )
 from tests.postfix_harness import wait_until
+from tests.test_handle_bounce import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("BOUNCE_TRACKER_REQUIRE_SERVICES") == "1"
@@ -448,15 +449,6 @@ def test_bad_configuration_is_a_command_error_without_the_password(settings):
 
 
 # --- The command in its own process ---------------------------------------------
-
-
-def database_url() -> str:
-    """The test database, as a URL for a child process."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    scheme = {"mysql": "mysql", "postgresql": "postgres"}[connection.vendor]
-    return f"{scheme}://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 def command(*args: str) -> list[str]:

@@ -13,8 +13,6 @@ import os
 import re
 import signal
 import smtplib
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMes
 from bounce_tracker.postfix import PipeOptions
 from tests.postfix_harness import PostfixInstance, TcpProxy, readable_installation, wait_until
 from tests.smtp_sink import SmtpSink
+from tests.test_receive_bounces import start_command
 
 pytestmark = [
     pytest.mark.postfix,
@@ -224,35 +223,10 @@ def test_mail_to_an_unknown_token_is_stored_as_unmatched_and_delivered(postfix):
 @pytest.fixture(scope="module")
 def lmtp_postfix(remote, django_db_setup, django_db_blocker) -> Iterator[PostfixInstance]:
     """A second Postfix whose bounce domain goes to ``receive_bounces`` over LMTP."""
-    from tests.postfix_harness import free_port
-
     with django_db_blocker.unblock():
-        db = connection.settings_dict
-        url = f"mysql://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    port = free_port()
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "django", "receive_bounces", f"127.0.0.1:{port}"],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(ROOT),
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": url,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+        receiver, port = start_command()  # on the test database
     instance = None
     try:
-
-        def listening() -> bool:
-            assert receiver.poll() is None, receiver.communicate()[1].decode()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(listening, 60, "receive_bounces to listen")
         pipe = PipeOptions(
             python=sys.executable,
             manage_py=str(ROOT / "example_project" / "manage.py"),
