@@ -354,7 +354,7 @@ class Bench:
         """Seconds to send the copies through the inner backend alone; queries run."""
         from django.core.mail import get_connection
 
-        from bounce_tracker.backend import recipient_copy
+        from bounce_tracker.sending.backend import recipient_copy
 
         batch = self.build_batch(recipients)
 
@@ -483,7 +483,7 @@ def measure_memory(bench: Bench, case: str, batches: int) -> MemoryResult:
 
 def format_memory(results: Sequence[MemoryResult]) -> str:
     """One line per memory case: sizes at batch 1, N/2 and N, growth per batch."""
-    from bounce_tracker import addresses
+    from bounce_tracker.core import addresses
 
     lines = []
     for result in results:

@@ -14,7 +14,7 @@ class BounceTrackerConfig(AppConfig):
         if apps.is_installed("django.contrib.auth") and apps.is_installed(
             "django.contrib.contenttypes"
         ):
-            from bounce_tracker.permissions import create_support_group
+            from bounce_tracker.core.permissions import create_support_group
 
             post_migrate.connect(
                 create_support_group, sender=self, dispatch_uid="bounce_tracker_support_group"
@@ -25,6 +25,6 @@ class BounceTrackerConfig(AppConfig):
         except ImportError:
             pass
         else:
-            from bounce_tracker.esp import record_tracking_event
+            from bounce_tracker.receiving.esp import record_tracking_event
 
             tracking.connect(record_tracking_event, dispatch_uid="bounce_tracker_esp_tracking")

@@ -1,6 +1,6 @@
 """System checks for the ``BOUNCE_TRACKER`` settings (IDs ``bounce_tracker.E001``…).
 
-The rules themselves live in :func:`bounce_tracker.conf.validate`.
+The rules themselves live in :func:`bounce_tracker.core.settings.validate`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.apps import AppConfig
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from bounce_tracker.conf import merged_settings, validate
+from bounce_tracker.core.settings import merged_settings, validate
 
 
 @checks.register(checks.Tags.compatibility)

@@ -14,8 +14,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from bounce_tracker.addresses import normalize_email
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.addresses import normalize_email
+from bounce_tracker.core.kinds import BounceKind
 
 KIND_CHOICES = [(kind.value, kind.label) for kind in BounceKind]
 

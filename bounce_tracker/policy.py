@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.module_loading import import_string
 
-from bounce_tracker.conf import TrackerSettings, get_settings
+from bounce_tracker.core.settings import TrackerSettings, get_settings
 from bounce_tracker.models import EmailAddressTracker, SuppressionReason
 
 

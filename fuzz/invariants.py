@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from bounce_tracker.classify import MAX_DIAGNOSTIC_CHARS, Classification, _classify
-from bounce_tracker.dsn import MAX_RECIPIENT_RECORDS
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.classify.classifier import MAX_DIAGNOSTIC_CHARS, Classification, _classify
+from bounce_tracker.classify.dsn import MAX_RECIPIENT_RECORDS
+from bounce_tracker.core.kinds import BounceKind
 
 # What diagnosis.enhanced_codes can produce: class 2/4/5, subject 0-7, detail 0-999
 # without leading zeros.

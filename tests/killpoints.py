@@ -34,8 +34,8 @@ class KillPointsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
+        from bounce_tracker.core.signals import bounce_recorded
         from bounce_tracker.models import BounceEvent
-        from bounce_tracker.signals import bounce_recorded
 
         pause_at = os.environ.get("BOUNCE_TRACKER_TEST_PAUSE_AT")
         if pause_at == "before_commit":

@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bounce_tracker.conf import TrackerSettings
-from bounce_tracker.postfix import PipeOptions, render
+from bounce_tracker.core.settings import TrackerSettings
+from bounce_tracker.ops.postfix import PipeOptions, render
 
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
@@ -137,7 +137,7 @@ def _nobody_can_import(python: str, pythonpath: str) -> bool:
             "--clear-groups",
             python,
             "-c",
-            "import django, MySQLdb; django.setup(); import bounce_tracker.receive",
+            "import django, MySQLdb; django.setup(); import bounce_tracker.receiving.receive",
         ],
         env={
             "PYTHONPATH": pythonpath,

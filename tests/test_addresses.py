@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bounce_tracker.addresses import (
+from bounce_tracker.core.addresses import (
     InvalidAddressError,
     InvalidMessageError,
     normalize_email,

@@ -25,7 +25,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import (
     BounceEvent,
     EmailAddressTracker,
@@ -34,7 +34,7 @@ from bounce_tracker.models import (
     UnmatchedMessage,
 )
 from bounce_tracker.policy import AddressState, address_state, address_state_q
-from bounce_tracker.receive import Outcome, read_message, receive_message
+from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
 from tests.messages import dsn
 
 pytestmark = pytest.mark.django_db

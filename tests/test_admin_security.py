@@ -24,8 +24,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from bounce_tracker.core.permissions import SUPPORT_GROUP, SUPPORT_PERMISSIONS
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
-from bounce_tracker.permissions import SUPPORT_GROUP, SUPPORT_PERMISSIONS
 
 pytestmark = pytest.mark.django_db
 

@@ -15,11 +15,11 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from bounce_tracker.addresses import InvalidAddressError, InvalidMessageError, parse_address
-from bounce_tracker.backend import BounceTrackingBackend
+from bounce_tracker.core.addresses import InvalidAddressError, InvalidMessageError, parse_address
+from bounce_tracker.core.signals import recipient_suppressed
 from bounce_tracker.models import EmailAddressTracker, SuppressionReason
 from bounce_tracker.policy import Verdict
-from bounce_tracker.signals import recipient_suppressed
+from bounce_tracker.sending.backend import BounceTrackingBackend
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.django_db

@@ -4,7 +4,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from bounce_tracker.checks import check_settings
-from bounce_tracker.conf import DEFAULTS, get_settings
+from bounce_tracker.core.settings import DEFAULTS, get_settings
 
 BASE = {
     "BOUNCE_DOMAIN": "bounces.example.com",

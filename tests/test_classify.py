@@ -16,21 +16,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounce_tracker import classify as classify_module
-from bounce_tracker.classify import Classification, classify_message, decode_header_value
-from bounce_tracker.diagnosis import (
+from bounce_tracker.classify import Classification, classify_message
+from bounce_tracker.classify import classifier as classify_module
+from bounce_tracker.classify.classifier import decode_header_value
+from bounce_tracker.classify.diagnosis import (
     basic_codes,
     enhanced_codes,
     failure_kind,
     normalize_status,
 )
-from bounce_tracker.dsn import (
+from bounce_tracker.classify.dsn import (
     MAX_RECIPIENT_RECORDS,
     field_address,
     parse_report_fields,
     strip_type,
 )
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.kinds import BounceKind
 
 HARD, SOFT = BounceKind.HARD, BounceKind.SOFT
 VERP = "bounces+k3q9v0c2m4x8z1w7b5n6t0r2ya@bounces.example.com"

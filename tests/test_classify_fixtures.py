@@ -8,7 +8,7 @@ rest were written by hand from the formats (RFC 3464, 3463, 3834, 5965) and from
 how each MTA words its reports. ``expected.json`` holds, per file, what an
 independent reader expects:
 
-- ``kind``: one of :class:`~bounce_tracker.kinds.BounceKind`.
+- ``kind``: one of :class:`~bounce_tracker.core.kinds.BounceKind`.
 - ``status``: the enhanced status code for the (first) failed recipient, or null when
   the message carries none that is clearly meant. With null, the classifier may
   report no status, or, when ``status_class`` is given, any ``x.y.z`` whose class
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from bounce_tracker.classify import classify_message
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.kinds import BounceKind
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
 EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))

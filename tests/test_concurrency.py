@@ -72,8 +72,8 @@ def test_concurrent_batches_with_overlapping_new_recipients_count_every_copy():
 def test_concurrent_bounces_for_one_address_all_count_without_deadlocks():
     import io
 
-    from bounce_tracker.conf import get_settings
-    from bounce_tracker.receive import Outcome, read_message, receive_message
+    from bounce_tracker.core.settings import get_settings
+    from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
     from tests import messages
 
     EmailAddressTracker.objects.create(email="dead@example.org", encoded_from="bounces+abc")

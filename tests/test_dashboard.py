@@ -15,8 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from bounce_tracker import charts
-from bounce_tracker.dashboard import (
+from bounce_tracker.admin import charts
+from bounce_tracker.admin.dashboard import (
     KIND_ORDER,
     TopEntry,
     daily_counts_by_kind,

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 import pytest
 from django.conf import settings
 
-from bounce_tracker.esp import classify_tracking_event, event_fingerprint, record_tracking_event
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.kinds import BounceKind
+from bounce_tracker.core.signals import address_suppressed, bounce_recorded
 from bounce_tracker.models import (
     BounceEvent,
     EmailAddressTracker,
@@ -30,7 +30,11 @@ from bounce_tracker.models import (
     SuppressionReason,
     UnmatchedMessage,
 )
-from bounce_tracker.signals import address_suppressed, bounce_recorded
+from bounce_tracker.receiving.esp import (
+    classify_tracking_event,
+    event_fingerprint,
+    record_tracking_event,
+)
 
 anymail_signals = pytest.importorskip("anymail.signals")
 
@@ -753,8 +757,8 @@ def test_the_app_starts_and_checks_without_anymail():
         "import sys; sys.modules['anymail'] = None\n"
         "import django; django.setup()\n"
         "from django.core.management import call_command; call_command('check')\n"
-        "assert 'bounce_tracker.esp' not in sys.modules, 'esp imported at startup'\n"
-        "import bounce_tracker.esp\n"
+        "assert 'bounce_tracker.receiving.esp' not in sys.modules, 'esp imported at startup'\n"
+        "import bounce_tracker.receiving.esp\n"
         "print('ok')\n"
     )
     result = subprocess.run(

@@ -29,11 +29,11 @@ import environ
 import pytest
 from django.db import connections, transaction
 
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.verp import encode_local_part, return_path
 from bounce_tracker.models import BounceEvent, EmailAddressTracker
-from bounce_tracker.postfix import PipeOptions
-from bounce_tracker.receive import fingerprint, read_message
-from bounce_tracker.verp import encode_local_part, return_path
+from bounce_tracker.ops.postfix import PipeOptions
+from bounce_tracker.receiving.receive import fingerprint, read_message
 from tests import messages
 from tests.mariadb_harness import (
     PrivateMariaDB,

@@ -36,11 +36,12 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from bounce_tracker.conf import TOKEN_LENGTH, get_settings
+from bounce_tracker.core.events import prune_unmatched
+from bounce_tracker.core.settings import TOKEN_LENGTH, get_settings
+from bounce_tracker.core.verp import address_token, encode_local_part
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
-from bounce_tracker.receive import Outcome, prune_unmatched, read_message, receive_message
-from bounce_tracker.tracking import ensure_trackers
-from bounce_tracker.verp import address_token, encode_local_part
+from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
+from bounce_tracker.sending.tracking import ensure_trackers
 from tests import messages
 
 pytestmark = pytest.mark.django_db

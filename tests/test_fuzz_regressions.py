@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bounce_tracker import classify as classify_module
+from bounce_tracker.classify import classifier as classify_module
 from bounce_tracker.classify import classify_message
-from bounce_tracker.diagnosis import failure_kind
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.classify.diagnosis import failure_kind
+from bounce_tracker.core.kinds import BounceKind
 from fuzz.invariants import check
 
 REGRESSIONS = Path(__file__).resolve().parent.parent / "fuzz" / "regressions"

@@ -109,7 +109,7 @@ def test_soft_bounces_count_and_reach_the_policy_threshold(tracker):
     tracker.refresh_from_db()
     assert tracker.bounce_count == 3
     assert tracker.suppressed_reason == ""
-    from bounce_tracker.conf import get_settings
+    from bounce_tracker.core.settings import get_settings
     from bounce_tracker.policy import evaluate
 
     assert not evaluate(tracker, get_settings()).send

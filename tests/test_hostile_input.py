@@ -38,11 +38,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bounce_tracker.classify import Classification, classify_message
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.events import clean_envelope
+from bounce_tracker.core.kinds import BounceKind
+from bounce_tracker.core.verp import local_part_of
 from bounce_tracker.management.commands.handle_bounce import Command
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
-from bounce_tracker.receive import clean_envelope
-from bounce_tracker.verp import local_part_of
 from tests import hostile_messages as hostile
 from tests import messages
 from tests.test_handle_bounce import ROOT, handle_bounce

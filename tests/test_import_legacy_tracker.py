@@ -23,8 +23,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from bounce_tracker.conf import get_settings
-from bounce_tracker.legacy import (
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.models import BounceEvent, EmailAddressTracker
+from bounce_tracker.ops.legacy import (
     ImportReport,
     LegacyImporter,
     Progress,
@@ -32,8 +33,7 @@ from bounce_tracker.legacy import (
     legacy_datetime,
     parse_source_url,
 )
-from bounce_tracker.models import BounceEvent, EmailAddressTracker
-from bounce_tracker.receive import Outcome, read_message, receive_message
+from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
 from tests import messages
 
 ZERO = "0000-00-00 00:00:00"
@@ -125,7 +125,7 @@ def utc(*args: int) -> datetime:
     ],
 )
 def test_invalid_addresses_are_refused_with_a_reason(value, reason):
-    from bounce_tracker.legacy import InvalidLegacyRowError
+    from bounce_tracker.ops.legacy import InvalidLegacyRowError
 
     with pytest.raises(InvalidLegacyRowError, match=reason):
         clean_address(value)

@@ -179,15 +179,10 @@ def sdist_files(sdist: Path) -> set[str]:
 
 def app_files(tree: Path) -> dict[str, str]:
     """Where each file of the app lands in the wheel, by its path in the source tree."""
-    files = {
+    return {
         f"bounce_tracker/{name}": f"bounce_tracker/{name}"
         for name in source_files(tree / "bounce_tracker")
     }
-    files |= {
-        f"postfix_templates/{name}": f"bounce_tracker/postfix_templates/{name}"
-        for name in source_files(tree / "postfix_templates")
-    }
-    return files
 
 
 @pytest.mark.long

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import EmailAddressTracker, SuppressionReason
 from bounce_tracker.policy import default_policy, evaluate
 

@@ -22,9 +22,11 @@ from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from django.test import override_settings
 
-from bounce_tracker import mailbox as mailbox_module
-from bounce_tracker.conf import get_settings
-from bounce_tracker.mailbox import (
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.verp import return_path
+from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
+from bounce_tracker.receiving import mailbox as mailbox_module
+from bounce_tracker.receiving.mailbox import (
     MailboxPoller,
     PollFailedError,
     bounce_address,
@@ -34,9 +36,7 @@ from bounce_tracker.mailbox import (
     parse_mailbox_url,
     processed_folder_problem,
 )
-from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
-from bounce_tracker.tracking import ensure_trackers
-from bounce_tracker.verp import return_path
+from bounce_tracker.sending.tracking import ensure_trackers
 from tests import messages
 from tests.imap_harness import (
     PASSWORD,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from bounce_tracker.conf import get_settings
-from bounce_tracker.postfix import PipeOptions, PostfixConfigError, check, pipe_argv, render
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.ops.postfix import PipeOptions, PostfixConfigError, check, pipe_argv, render
 
 ROOT = Path(__file__).resolve().parent.parent
 MANAGE_PY = str(ROOT / "example_project" / "manage.py")

@@ -23,9 +23,9 @@ from django.core import mail
 from django.db import connection
 from django.test import override_settings
 
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
-from bounce_tracker.postfix import PipeOptions
+from bounce_tracker.ops.postfix import PipeOptions
 from tests.postfix_harness import PostfixInstance, TcpProxy, readable_installation, wait_until
 from tests.smtp_sink import SmtpSink
 from tests.test_receive_bounces import start_command

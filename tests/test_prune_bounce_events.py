@@ -1,4 +1,4 @@
-"""Retention: ``manage.py prune_bounce_events`` and :mod:`bounce_tracker.retention`.
+"""Retention: ``manage.py prune_bounce_events`` and :mod:`bounce_tracker.ops.retention`.
 
 Runs on every database; the concurrency test and the throughput figure need a
 database server (SQLite has one writer).
@@ -19,11 +19,10 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from bounce_tracker import retention
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
-from bounce_tracker.receive import Outcome, read_message, receive_message
-from bounce_tracker.retention import (
+from bounce_tracker.ops import retention
+from bounce_tracker.ops.retention import (
     MIN_RETENTION_DAYS,
     RetentionError,
     cap_raw_bytes,
@@ -33,6 +32,7 @@ from bounce_tracker.retention import (
     prune,
     strip_raw_older_than,
 )
+from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
 from tests import messages
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)

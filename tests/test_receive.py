@@ -5,12 +5,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from bounce_tracker.conf import get_settings
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.kinds import BounceKind
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.signals import address_suppressed, bounce_recorded
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
 from bounce_tracker.policy import evaluate
-from bounce_tracker.receive import Outcome, fingerprint, read_message, receive_message
-from bounce_tracker.signals import address_suppressed, bounce_recorded
+from bounce_tracker.receiving.receive import Outcome, fingerprint, read_message, receive_message
 from tests import messages
 
 pytestmark = pytest.mark.django_db
@@ -260,8 +260,8 @@ def test_without_a_message_id_the_fingerprint_is_the_content():
 
 def test_record_event_records_a_classified_failure_once_per_fingerprint():
     from bounce_tracker.classify import classify_reply
+    from bounce_tracker.core.events import record_event
     from bounce_tracker.models import EventSource
-    from bounce_tracker.receive import record_event
 
     tracker = EmailAddressTracker.objects.create(email="gone@example.org", encoded_from="b+x")
     classification = classify_reply("550 5.1.1 <gone@example.org>: User unknown", source="smtp")

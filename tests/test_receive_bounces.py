@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.db import OperationalError, connection
 
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
 from bounce_tracker.management.commands.receive_bounces import (
     listening_socket,
     parse_addrport,
@@ -170,7 +170,7 @@ def test_the_same_message_twice_is_a_250_duplicate_counted_once(receiver, tracke
 
 def test_lmtp_and_the_pipe_fingerprint_a_message_alike(receiver, tracker):
     """A message without Message-ID, delivered by pipe then by LMTP, counts once."""
-    from bounce_tracker.receive import read_message, receive_message
+    from bounce_tracker.receiving.receive import read_message, receive_message
 
     raw = b"".join(
         line for line in messages.dsn().splitlines(keepends=True) if b"Message-Id" not in line
@@ -210,7 +210,7 @@ def test_451_for_each_recipient_when_recording_fails(receiver, tracker, monkeypa
         calls.append(recipient)
         raise OperationalError("(2003, \"Can't connect to MySQL server on '127.0.0.1'\")")
 
-    monkeypatch.setattr("bounce_tracker.receive.receive_message", unreachable)
+    monkeypatch.setattr("bounce_tracker.receiving.receive.receive_message", unreachable)
     client = receiver.client()
     replies = transaction(client, [VERP, UNKNOWN], messages.dsn())
     assert [code for code, _ in replies] == [451, 451]

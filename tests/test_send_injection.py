@@ -19,7 +19,7 @@ Python refuses some of these (``HeaderParseError``: "appears to contain an embed
 header") but not a header name followed by a space before its colon.
 
 ``BounceTrackingBackend`` refuses all of them up front with
-:class:`~bounce_tracker.addresses.InvalidMessageError` (a ``ValueError``), for the
+:class:`~bounce_tracker.core.addresses.InvalidMessageError` (a ``ValueError``), for the
 whole batch: nothing reaches the inner backend (``mail.outbox``), no tracker row is
 created, no counter moves — also with ``fail_silently=True``, as Django's SMTP
 backend raises ``BadHeaderError`` whatever ``fail_silently`` says.
@@ -37,11 +37,11 @@ import pytest
 from django.core import mail
 from django.core.mail import BadHeaderError, EmailMessage, get_connection
 
-from bounce_tracker.addresses import InvalidAddressError, InvalidMessageError
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.addresses import InvalidAddressError, InvalidMessageError
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.verp import return_path
 from bounce_tracker.models import EmailAddressTracker
-from bounce_tracker.tracking import ensure_trackers
-from bounce_tracker.verp import return_path
+from bounce_tracker.sending.tracking import ensure_trackers
 
 pytestmark = pytest.mark.django_db
 
@@ -204,7 +204,7 @@ def test_the_verp_envelope_sender_never_carries_a_line_break(brk):
 
 
 def test_generated_local_parts_are_plain_atext_for_any_address():
-    from bounce_tracker.verp import encode_local_part
+    from bounce_tracker.core.verp import encode_local_part
 
     for verp_format in ("token", "readable"):
         tracker_settings = get_settings({"VERP_FORMAT": verp_format})

@@ -17,11 +17,11 @@ import pytest
 from django.core.mail import EmailMessage, get_connection, send_mail
 from django.db import DatabaseError
 
-from bounce_tracker.backend import BounceTrackingBackend
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.signals import bounce_recorded
+from bounce_tracker.core.verp import return_path
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, EventSource, SuppressionReason
-from bounce_tracker.signals import bounce_recorded
-from bounce_tracker.verp import return_path
+from bounce_tracker.sending.backend import BounceTrackingBackend
 from tests.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.django_db
@@ -256,7 +256,7 @@ def test_a_database_error_while_recording_is_logged_and_the_send_result_stands(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise DatabaseError("database went away")
 
-    monkeypatch.setattr("bounce_tracker.refusals.record_event", broken)
+    monkeypatch.setattr("bounce_tracker.sending.refusals.record_event", broken)
     sink.reject.add("gone@example.com")
 
     with caplog.at_level(logging.ERROR, logger="bounce_tracker"):

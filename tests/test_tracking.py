@@ -1,7 +1,7 @@
 import pytest
 from django.db import OperationalError
 
-from bounce_tracker.tracking import DEADLOCK_ATTEMPTS, is_deadlock, retry_deadlocks
+from bounce_tracker.core.db import DEADLOCK_ATTEMPTS, is_deadlock, retry_deadlocks
 
 
 def mysql_deadlock():

@@ -5,10 +5,8 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bounce_tracker.conf import get_settings
-from bounce_tracker.models import EmailAddressTracker
-from bounce_tracker.tracking import ensure_trackers
-from bounce_tracker.verp import (
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.verp import (
     address_token,
     encode_local_part,
     local_part_of,
@@ -16,6 +14,8 @@ from bounce_tracker.verp import (
     readable_code,
     return_path,
 )
+from bounce_tracker.models import EmailAddressTracker
+from bounce_tracker.sending.tracking import ensure_trackers
 
 TOKEN_RE = re.compile(r"^bounces\+[a-z2-7]{26}$")
 
@@ -103,7 +103,7 @@ def test_any_address_encodes_within_64_octets_in_both_forms(address):
 @given(address=addresses, form=st.sampled_from(["token", "readable"]))
 def test_any_address_round_trips_through_the_tracker_table(address, form):
     tracker_settings = get_settings({"VERP_FORMAT": form})
-    from bounce_tracker.addresses import normalize_email
+    from bounce_tracker.core.addresses import normalize_email
 
     tracker = ensure_trackers([normalize_email(address)], tracker_settings)[
         normalize_email(address)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker
-from bounce_tracker.receive import read_message, receive_message
-from bounce_tracker.tracking import ensure_trackers
+from bounce_tracker.receiving.receive import read_message, receive_message
+from bounce_tracker.sending.tracking import ensure_trackers
 from tests import messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

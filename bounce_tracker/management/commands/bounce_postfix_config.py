@@ -15,8 +15,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bounce_tracker.conf import get_settings
-from bounce_tracker.postfix import (
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.ops.postfix import (
     DEFAULT_LMTP,
     PipeOptions,
     PostfixConfigError,

@@ -82,8 +82,8 @@ class Command(BaseCommand):
         return options
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from bounce_tracker.conf import get_settings
-        from bounce_tracker.receive import read_message, receive_message
+        from bounce_tracker.core.settings import get_settings
+        from bounce_tracker.receiving.receive import read_message, receive_message
 
         tracker_settings = get_settings()
         message = read_message(sys.stdin.buffer, tracker_settings.max_message_bytes)

@@ -2,7 +2,7 @@
 
 Reads the PHP recipe's ``EmailAddressTracker`` table from a MySQL/MariaDB database
 (``mysql://user:password@host:port/database``) into this app's trackers in the
-``default`` database; :mod:`bounce_tracker.legacy` has the rules. ``--dry-run`` shows
+``default`` database; :mod:`bounce_tracker.ops.legacy` has the rules. ``--dry-run`` shows
 what would change and writes nothing. Running it again changes nothing.
 
 Output: examples of what was merged, skipped, re-encoded or in conflict, then a
@@ -17,8 +17,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bounce_tracker.conf import get_settings
-from bounce_tracker.legacy import (
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.ops.legacy import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_TABLE,
     LegacyImportError,

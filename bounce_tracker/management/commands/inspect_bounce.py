@@ -36,7 +36,7 @@ class Command(BaseCommand):
 
 
 def _max_bytes() -> int:
-    from bounce_tracker.conf import merged_settings
+    from bounce_tracker.core.settings import merged_settings
 
     try:
         value = merged_settings().get("MAX_MESSAGE_BYTES", DEFAULT_MAX_BYTES)
@@ -48,7 +48,7 @@ def _max_bytes() -> int:
 def inspect_file(path: str, max_bytes: int) -> dict[str, Any]:
     """The classification of one file as a JSON-ready dict (or ``path`` and ``error``)."""
     from bounce_tracker.classify import classify_message
-    from bounce_tracker.receive import read_message
+    from bounce_tracker.receiving.receive import read_message
 
     try:
         with open(path, "rb") as stream:

@@ -2,7 +2,7 @@
 
 Reads the bounce mailbox (``BOUNCE_TRACKER['MAILBOX_URL']`` or ``--url``) over IMAP
 or POP3 and records every message for ``BOUNCE_DOMAIN`` the way ``handle_bounce``
-does; see :mod:`bounce_tracker.mailbox` for what is removed and what is left alone.
+does; see :mod:`bounce_tracker.receiving.mailbox` for what is removed and what is left alone.
 
 Once (the default, for cron): one pass, then a one-line summary on stdout (none with
 ``-v 0``). Exit 0 when the pass completed; 75 (EX_TEMPFAIL) when it stopped early
@@ -76,8 +76,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from bounce_tracker.conf import get_settings
-        from bounce_tracker.mailbox import (
+        from bounce_tracker.core.settings import get_settings
+        from bounce_tracker.receiving.mailbox import (
             MailboxPoller,
             parse_mailbox_url,
             processed_folder_problem,
@@ -123,7 +123,7 @@ class Command(BaseCommand):
                 logger.propagate = saved[1]
 
     def _once(self, poller: Any, verbosity: int) -> None:
-        from bounce_tracker.mailbox import PollFailedError
+        from bounce_tracker.receiving.mailbox import PollFailedError
 
         try:
             summary = poller.run()
@@ -144,7 +144,7 @@ class Command(BaseCommand):
     def _loop(self, poller: Any, interval: float, stop: StopFlag, verbosity: int) -> None:
         from django.db import close_old_connections
 
-        from bounce_tracker.mailbox import PollFailedError
+        from bounce_tracker.receiving.mailbox import PollFailedError
 
         logger.info("poll_bounce_mailbox: polling %s every %g s", poller.url.redacted(), interval)
         while not stop.is_set():

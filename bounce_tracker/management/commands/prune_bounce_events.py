@@ -1,6 +1,6 @@
 """``manage.py prune_bounce_events``: delete old history and strip stored raw messages.
 
-A thin shell around :mod:`bounce_tracker.retention`, meant for cron: safe while
+A thin shell around :mod:`bounce_tracker.ops.retention`, meant for cron: safe while
 bounces arrive (short batches, each its own transaction), a summary on stdout,
 progress on stderr only when it is a terminal. Exits non-zero only for bad
 arguments or a database error. Tracker rows and their counters are never changed.
@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from bounce_tracker.retention import (
+from bounce_tracker.ops.retention import (
     DEFAULT_BATCH_SIZE,
     MIN_RETENTION_DAYS,
     Counts,

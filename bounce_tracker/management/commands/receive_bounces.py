@@ -6,10 +6,10 @@ contract is the pipe target's: per recipient, ``250`` when the message was recor
 was a duplicate or was stored as unmatched; ``451`` (try again later) when it could
 not be recorded now, so Postfix keeps it in its queue.
 
-The protocol lives in :mod:`bounce_tracker.lmtp`; this command binds the socket,
+The protocol lives in :mod:`bounce_tracker.receiving.lmtp`; this command binds the socket,
 runs the server in one or more processes (``--workers``: forked children sharing
 the listening socket, supervised by the parent) and records each message with
-:func:`bounce_tracker.receive.receive_message` in a pool of threads, so database
+:func:`bounce_tracker.receiving.receive.receive_message` in a pool of threads, so database
 work never blocks the event loop. Each thread keeps its database connection between
 messages and checks it before each one, so the receiver reconnects by itself after a
 database restart. SIGTERM or SIGINT: stop accepting, finish the messages in flight,
@@ -36,7 +36,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bounce_tracker.lmtp import Envelope, LMTPServer
+from bounce_tracker.receiving.lmtp import Envelope, LMTPServer
 
 logger = logging.getLogger("bounce_tracker")
 
@@ -132,7 +132,7 @@ class NormalizingBuilder:
     message hashes the same through LMTP as through ``handle_bounce``."""
 
     def __init__(self, max_bytes: int) -> None:
-        from bounce_tracker.receive import MessageBuilder
+        from bounce_tracker.receiving.receive import MessageBuilder
 
         self.builder = MessageBuilder(max_bytes)
 
@@ -154,8 +154,9 @@ def record_message(
     """Record one message for each recipient (in a database thread); the LMTP replies."""
     from django.db import close_old_connections, connections
 
+    from bounce_tracker.core.events import Outcome
     from bounce_tracker.models import EventSource
-    from bounce_tracker.receive import Outcome, receive_message
+    from bounce_tracker.receiving.receive import receive_message
 
     started = time.perf_counter()
     sender = envelope.sender or ""
@@ -203,7 +204,7 @@ def record_message(
 
 
 class Receiver:
-    """The :class:`bounce_tracker.lmtp.Delivery` that records bounces."""
+    """The :class:`bounce_tracker.receiving.lmtp.Delivery` that records bounces."""
 
     def __init__(self, threads: DatabaseThreads, tracker_settings: Any, max_bytes: int) -> None:
         self.threads = threads
@@ -295,7 +296,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from django.db import connections
 
-        from bounce_tracker.conf import get_settings
+        from bounce_tracker.core.settings import get_settings
 
         tracker_settings = get_settings()
         max_bytes = options["max_message_bytes"] or tracker_settings.max_message_bytes

@@ -15,11 +15,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from bounce_tracker.addresses import normalize_email
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.addresses import normalize_email
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.verp import encode_local_part
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, SuppressionReason
 from bounce_tracker.policy import evaluate
-from bounce_tracker.verp import encode_local_part
 
 ADMIN_URL = "http://127.0.0.1:8000/admin/"
 # Demo only: never use these credentials on a reachable server.

@@ -14,10 +14,10 @@ from typing import Any
 from django.core.mail import EmailMessage
 from django.core.management.base import BaseCommand, CommandParser
 
-from bounce_tracker.addresses import normalize_email, parse_address
-from bounce_tracker.conf import get_settings
+from bounce_tracker.core.addresses import normalize_email, parse_address
+from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.verp import return_path
 from bounce_tracker.models import EmailAddressTracker
-from bounce_tracker.verp import return_path
 
 # Addresses from load_demo_data: two are refused by the default policy.
 DEFAULT_TO = ["Alice <alice@example.com>", "Bob.Smith@Example.org"]

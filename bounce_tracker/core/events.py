@@ -1,26 +1,22 @@
-"""The receiving side: read a message sent to the bounce address, classify it, record it.
+"""Record one event and update its tracker exactly once; keep and prune unmatched mail.
 
-Used by ``manage.py handle_bounce`` (the Postfix pipe target) and by the resident
-receiver. The contract both rely on:
-
-- :func:`read_message` reads a stream to its end with bounded memory.
-- :func:`receive_message` records the message exactly once (by its fingerprint), or
-  stores it as unmatched, or raises. It never returns "try again": any exception
-  means "nothing was recorded, deliver it again later" (exit 75, SMTP 451).
+The shared core of every path into the tracker: the pipe and the LMTP receiver
+(:mod:`bounce_tracker.receiving.receive`), the bounce mailbox, ESP events and
+refusals at send time. Each path classifies and chooses the fingerprint that makes
+two reports "the same event"; :func:`write_event` then writes the event and the
+tracker's single UPDATE in one transaction, once per fingerprint, and sends the
+signals after the commit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import enum
 import hashlib
-import io
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
 
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Case, DateTimeField, F, Value, When
@@ -28,9 +24,10 @@ from django.db.models.functions import Coalesce
 from django.dispatch import Signal
 from django.utils import timezone
 
-from bounce_tracker.classify import Classification, classify_message
-from bounce_tracker.conf import TrackerSettings, get_settings
-from bounce_tracker.kinds import COUNTED_KINDS, SUPPRESSING_KINDS, BounceKind
+from bounce_tracker.core.db import retry_deadlocks
+from bounce_tracker.core.kinds import COUNTED_KINDS, SUPPRESSING_KINDS, BounceKind, Classification
+from bounce_tracker.core.settings import TrackerSettings, get_settings
+from bounce_tracker.core.signals import address_suppressed, bounce_recorded
 from bounce_tracker.models import (
     BounceEvent,
     EmailAddressTracker,
@@ -38,18 +35,8 @@ from bounce_tracker.models import (
     SuppressionReason,
     UnmatchedMessage,
 )
-from bounce_tracker.signals import address_suppressed, bounce_recorded
-from bounce_tracker.tracking import retry_deadlocks
-from bounce_tracker.verp import local_part_of, parse_readable
 
 logger = logging.getLogger("bounce_tracker")
-
-READ_CHUNK_BYTES = 64 * 1024
-# Header lines the delivering Postfix adds in front of the message (pipe flags R, O,
-# D; LMTP adds none). Skipped when hashing, so a message hashes the same however it
-# was delivered.
-_DELIVERY_HEADER_RE = re.compile(rb"^(return-path|delivered-to|x-original-to):", re.IGNORECASE)
-_MESSAGE_ID_RE = re.compile(rb"^message-id:[ \t]*(<[^<>\s]{3,250}>)", re.IGNORECASE | re.MULTILINE)
 
 _SUPPRESSION_REASONS = {
     BounceKind.HARD: SuppressionReason.HARD_BOUNCE,
@@ -57,20 +44,9 @@ _SUPPRESSION_REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class IncomingMessage:
-    """A message read from a stream: its first bytes, its size and a hash of all of it."""
-
-    data: bytes
-    size: int
-    content_hash: str
-
-    @property
-    def truncated(self) -> bool:
-        return self.size > len(self.data)
-
-
 class Outcome(enum.StrEnum):
+    """What became of a received message or event."""
+
     RECORDED = "recorded"
     DUPLICATE = "duplicate"
     UNMATCHED = "unmatched"
@@ -78,139 +54,18 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ReceiveResult:
+    """The outcome, the kind, and the event or unmatched row written (if any)."""
+
     outcome: Outcome
     kind: BounceKind
     event: BounceEvent | None = None
     unmatched: UnmatchedMessage | None = None
 
 
-def read_message(stream: BinaryIO, max_bytes: int) -> IncomingMessage:
-    """Read ``stream`` to its end, keeping at most ``max_bytes`` (memory stays bounded).
-
-    The hash covers everything read except the delivery headers at the very top.
-    """
-    builder = MessageBuilder(max_bytes)
-    while chunk := stream.read(READ_CHUNK_BYTES):
-        builder.write(chunk)
-    return builder.finish()
-
-
-class MessageBuilder:
-    """Builds an :class:`IncomingMessage` from pieces of any size, in bounded memory.
-
-    :func:`read_message` feeds it a stream's chunks; the LMTP receiver feeds it the
-    lines of a DATA section. The result is the same however the bytes are split.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._kept = bytearray()
-        self._digest = hashlib.sha256()
-        self._size = 0
-        self._at_top = True
-        self._pending = b""
-
-    def write(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if len(self._kept) < self.max_bytes:
-            self._kept += chunk[: self.max_bytes - len(self._kept)]
-        if not self._at_top:
-            self._digest.update(chunk)
-            return
-        self._pending += chunk
-        self._pending, self._at_top = _skip_delivery_headers(self._pending, final=False)
-        if self._at_top and len(self._pending) < READ_CHUNK_BYTES:
-            return  # need the rest of the line to decide
-        self._digest.update(self._pending)
-        self._pending = b""
-        self._at_top = False
-
-    def finish(self) -> IncomingMessage:
-        if self._at_top:
-            self._pending, _ = _skip_delivery_headers(self._pending, final=True)
-        self._digest.update(self._pending)
-        self._pending = b""
-        return IncomingMessage(
-            data=bytes(self._kept), size=self._size, content_hash=self._digest.hexdigest()
-        )
-
-
-def _skip_delivery_headers(data: bytes, *, final: bool = True) -> tuple[bytes, bool]:
-    """Drop complete leading delivery header lines; True while undecided.
-
-    Undecided: no complete line yet, or (unless ``final``) a delivery header line that
-    ends where the data ends, so a folded continuation may still follow.
-    """
-    while True:
-        end = data.find(b"\n")
-        if end < 0:
-            return data, True
-        line = data[: end + 1]
-        if not _DELIVERY_HEADER_RE.match(line):
-            return data, False
-        following = data[end + 1 : end + 2]
-        if not following and not final:
-            return data, True
-        if following in (b" ", b"\t"):
-            return data, False
-        data = data[end + 1 :]
-
-
-def fingerprint(message: IncomingMessage, recipient: str) -> str:
-    """What makes two deliveries "the same message" for one bounce address.
-
-    The Message-ID when the message has one: the same report accepted twice by our
-    MX (the remote MTA retried after a timeout) differs in our own Received header
-    but not in its Message-ID. Without a Message-ID, the content hash.
-    """
-    header_end = message.data.find(b"\n\n")
-    if header_end < 0:
-        header_end = message.data.find(b"\r\n\r\n")
-    headers = message.data[: header_end if header_end >= 0 else 64 * 1024]
-    found = _MESSAGE_ID_RE.search(headers)
-    identity = (
-        b"message-id:" + found.group(1) if found else b"content:" + message.content_hash.encode()
-    )
-    return hashlib.sha256(local_part_of(recipient).encode() + b"\n" + identity).hexdigest()
-
-
-def receive_message(
-    message: IncomingMessage,
-    sender: str,
-    recipient: str,
+def received_fields(
     *,
-    source: EventSource = EventSource.PIPE,
-    tracker_settings: TrackerSettings | None = None,
-) -> ReceiveResult:
-    """Classify and record a message for the VERP address ``recipient``.
-
-    Raises on anything that prevents recording now (database errors included); the
-    caller then asks the MTA to deliver it again.
-    """
-    tracker_settings = tracker_settings or get_settings()
-    # The envelope comes from whoever sent the mail: a NUL or an undecodable byte
-    # would make the lookup itself fail on every retry.
-    sender, recipient = clean_envelope(sender), clean_envelope(recipient)
-    classification = classify_message(message.data)
-    local_part = local_part_of(recipient)
-    tracker = EmailAddressTracker.objects.filter(encoded_from=local_part).first()
-    if tracker is None:
-        readable = parse_readable(local_part, tracker_settings)
-        reason = (
-            f"readable VERP address for {readable}, which is not tracked"
-            if readable
-            else "no tracked address has this VERP local part"
-        )
-        return store_unmatched(
-            message, sender, recipient, classification, reason, source, tracker_settings
-        )
-    return record_bounce(
-        tracker, message, sender, recipient, classification, source, tracker_settings
-    )
-
-
-def _received_fields(
-    message: IncomingMessage,
+    raw: bytes,
+    raw_size: int,
     sender: str,
     recipient: str,
     classification: Classification,
@@ -232,9 +87,9 @@ def _received_fields(
         "recipient": _failed_recipient(classification),
         "source": source,
         "fingerprint": message_fingerprint,
-        "raw_message": message.data[: tracker_settings.raw_message_max_bytes],
-        "raw_size": message.size,
-        "raw_truncated": message.size > tracker_settings.raw_message_max_bytes,
+        "raw_message": raw[: tracker_settings.raw_message_max_bytes],
+        "raw_size": raw_size,
+        "raw_truncated": raw_size > tracker_settings.raw_message_max_bytes,
     }
 
 
@@ -269,23 +124,6 @@ def clean_envelope(value: str) -> str:
     return _ENVELOPE_UNSAFE_RE.sub("\ufffd", value)
 
 
-def record_bounce(
-    tracker: EmailAddressTracker,
-    message: IncomingMessage,
-    sender: str,
-    recipient: str,
-    classification: Classification,
-    source: EventSource,
-    tracker_settings: TrackerSettings,
-) -> ReceiveResult:
-    """Write the event and update the tracker in one transaction, exactly once."""
-    event_fingerprint = fingerprint(message, recipient)
-    stored = _received_fields(
-        message, sender, recipient, classification, source, tracker_settings, event_fingerprint
-    )
-    return _write_event(tracker, classification, stored)
-
-
 def record_event(
     tracker: EmailAddressTracker,
     classification: Classification,
@@ -302,28 +140,33 @@ def record_event(
     For the other paths into the tracker: a refusal at send time, an ESP's event, a
     message read from a bounce mailbox. The caller classifies and chooses the
     fingerprint that makes two reports "the same event" (an ESP's event id, say);
-    like :func:`receive_message`, the event is recorded exactly once per
+    like a message to the bounce address, the event is recorded exactly once per
     fingerprint, with the same tracker updates, policy effects and signals.
     ``raw`` is what to keep as the event's raw message (a webhook payload, an SMTP
     reply), cut to ``RAW_MESSAGE_MAX_BYTES``.
     """
     tracker_settings = tracker_settings or get_settings()
-    message = IncomingMessage(data=raw, size=len(raw), content_hash="")
-    stored = _received_fields(
-        message,
-        envelope_sender,
-        envelope_recipient,
-        classification,
-        source,
-        tracker_settings,
-        hashlib.sha256(event_fingerprint.encode()).hexdigest(),
+    stored = received_fields(
+        raw=raw,
+        raw_size=len(raw),
+        sender=envelope_sender,
+        recipient=envelope_recipient,
+        classification=classification,
+        source=source,
+        tracker_settings=tracker_settings,
+        message_fingerprint=hashlib.sha256(event_fingerprint.encode()).hexdigest(),
     )
-    return _write_event(tracker, classification, stored)
+    return write_event(tracker, classification, stored)
 
 
-def _write_event(
+def write_event(
     tracker: EmailAddressTracker, classification: Classification, stored: dict[str, object]
 ) -> ReceiveResult:
+    """Write the event and update the tracker in one transaction, exactly once.
+
+    ``stored`` are the event's fields from :func:`received_fields`; its fingerprint
+    decides "the same event": a second write of it records nothing (``duplicate``).
+    """
     kind = classification.kind
 
     def write() -> BounceEvent:
@@ -412,36 +255,23 @@ def _send_robust(signal: Signal, **kwargs: object) -> None:
 
 
 def store_unmatched(
-    message: IncomingMessage,
-    sender: str,
-    recipient: str,
     classification: Classification,
+    stored: dict[str, object],
     reason: str,
-    source: EventSource,
     tracker_settings: TrackerSettings,
 ) -> ReceiveResult:
     """Keep a message that matches no tracked address (once per fingerprint).
 
-    Then only the newest ``UNMATCHED_MAX_MESSAGES`` are kept (:func:`prune_unmatched`).
+    ``stored`` are its fields from :func:`received_fields`. Then only the newest
+    ``UNMATCHED_MAX_MESSAGES`` are kept (:func:`prune_unmatched`).
     """
-    unmatched_fingerprint = fingerprint(message, recipient)
     try:
         with transaction.atomic():
             unmatched = UnmatchedMessage.objects.create(
-                reason=reason[:255],
-                kind=classification.kind,
-                **_received_fields(
-                    message,
-                    sender,
-                    recipient,
-                    classification,
-                    source,
-                    tracker_settings,
-                    unmatched_fingerprint,
-                ),
+                reason=reason[:255], kind=classification.kind, **stored
             )
     except IntegrityError:
-        if UnmatchedMessage.objects.filter(fingerprint=unmatched_fingerprint).exists():
+        if UnmatchedMessage.objects.filter(fingerprint=stored["fingerprint"]).exists():
             return ReceiveResult(Outcome.DUPLICATE, classification.kind)
         raise
     prune_unmatched(tracker_settings.unmatched_max_messages, newest_pk=unmatched.pk)
@@ -488,52 +318,3 @@ def prune_unmatched(max_messages: int, *, newest_pk: int | None = None, batch: i
             deleted,
         )
     return deleted
-
-
-def stored_message(raw: bytes | memoryview, size: int) -> IncomingMessage:
-    """An :class:`IncomingMessage` rebuilt from a stored raw message and its original size.
-
-    The hash covers the stored bytes (the first ``RAW_MESSAGE_MAX_BYTES`` of a larger
-    message), so rebuilding the same stored message always gives the same fingerprint.
-    """
-    raw = bytes(raw)
-    message = read_message(io.BytesIO(raw), max_bytes=len(raw))
-    return dataclasses.replace(message, size=max(size, len(raw)))
-
-
-def record_unmatched_message(
-    unmatched: UnmatchedMessage,
-    tracker: EmailAddressTracker,
-    *,
-    tracker_settings: TrackerSettings | None = None,
-) -> ReceiveResult:
-    """Record a stored unmatched message as a message for ``tracker`` (staff chose it).
-
-    The stored raw message is classified again and recorded like a delivered one
-    (:func:`record_bounce`, source ``admin``), exactly once: the fingerprint is the one
-    the message has for the bounce address it really reached, so attaching it twice,
-    attaching a redelivered copy, or a redelivery once the address exists, records
-    nothing more (outcome ``duplicate``; ``event`` is then the event recorded before).
-    The unmatched row itself is left to the caller to delete.
-    """
-    tracker_settings = tracker_settings or get_settings()
-    message = stored_message(unmatched.raw_message, unmatched.raw_size)
-    classification = classify_message(message.data)
-    result = record_bounce(
-        tracker,
-        message,
-        unmatched.envelope_sender,
-        unmatched.envelope_recipient,
-        classification,
-        EventSource.ADMIN,
-        tracker_settings,
-    )
-    if result.outcome == Outcome.DUPLICATE:
-        earlier = (
-            BounceEvent.objects.select_related("tracker")
-            .defer("raw_message")
-            .filter(fingerprint=fingerprint(message, unmatched.envelope_recipient))
-            .first()
-        )
-        return ReceiveResult(Outcome.DUPLICATE, result.kind, event=earlier)
-    return result

@@ -34,7 +34,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-logger = logging.getLogger("bounce_tracker.lmtp")
+logger = logging.getLogger("bounce_tracker.receiving.lmtp")
 
 #: RFC 5321 allows 512 octets for a command line; leave room for long addresses.
 MAX_COMMAND_LINE = 2048

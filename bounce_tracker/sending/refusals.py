@@ -4,7 +4,7 @@ When the server (or an ESP's API) refuses a copy while
 :class:`~bounce_tracker.backend.BounceTrackingBackend` sends it, no bounce message
 will ever come back for it: the refusal *is* the bounce. This module turns what the
 wrapped backend reported into a :class:`Refusal` and records it with
-:func:`bounce_tracker.receive.record_event`, so it has the same tracker updates,
+:func:`bounce_tracker.core.events.record_event`, so it has the same tracker updates,
 policy effects and signals as a bounce received by the pipe:
 
 - ``smtplib.SMTPRecipientsRefused`` (a 4xx/5xx reply to ``RCPT TO``) and
@@ -35,10 +35,10 @@ from typing import Any
 from django.core.mail import EmailMessage
 
 from bounce_tracker.classify import Classification, RecipientResult, classify_reply
-from bounce_tracker.conf import TrackerSettings
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.events import Outcome, ReceiveResult, record_event
+from bounce_tracker.core.kinds import BounceKind
+from bounce_tracker.core.settings import TrackerSettings
 from bounce_tracker.models import EmailAddressTracker, EventSource
-from bounce_tracker.receive import Outcome, ReceiveResult, record_event
 
 logger = logging.getLogger("bounce_tracker")
 

@@ -7,7 +7,7 @@ anymail turns every ESP's format into one ``tracking`` signal carrying an
 app connects it in ``ready()`` when django-anymail is importable) and records the
 event in the bounce history exactly like a DSN that reached the bounce address:
 same kinds, same tracker updates, same policy effects and signals (see
-:func:`bounce_tracker.receive.record_event`).
+:func:`bounce_tracker.core.events.record_event`).
 
 This module never imports anymail: it reads the event's attributes and the ESP's
 raw payload (``event.esp_event``), so the app works, and this module imports,
@@ -25,18 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bounce_tracker.addresses import InvalidAddressError
 from bounce_tracker.classify import Classification, RecipientResult, classify_reply
-from bounce_tracker.conf import TrackerSettings, get_settings
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.addresses import InvalidAddressError
+from bounce_tracker.core.events import ReceiveResult, record_event, storable_text
+from bounce_tracker.core.kinds import BounceKind
+from bounce_tracker.core.settings import TrackerSettings, get_settings
 from bounce_tracker.models import EmailAddressTracker, EventSource
-from bounce_tracker.receive import (
-    IncomingMessage,
-    ReceiveResult,
-    record_event,
-    storable_text,
-    store_unmatched,
-)
+from bounce_tracker.receiving.receive import IncomingMessage, store_unmatched
 
 logger = logging.getLogger("bounce_tracker")
 

@@ -47,9 +47,11 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import SafeString
 
-from bounce_tracker.addresses import InvalidAddressError, normalize_email
-from bounce_tracker.conf import get_settings, normalize_domain
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.addresses import InvalidAddressError, normalize_email
+from bounce_tracker.core.events import Outcome
+from bounce_tracker.core.kinds import BounceKind
+from bounce_tracker.core.settings import get_settings, normalize_domain
+from bounce_tracker.core.verp import local_part_of
 from bounce_tracker.models import (
     BounceEvent,
     EmailAddressTracker,
@@ -57,8 +59,7 @@ from bounce_tracker.models import (
     UnmatchedMessage,
 )
 from bounce_tracker.policy import AddressState, address_state, address_state_q, evaluate
-from bounce_tracker.receive import Outcome, record_unmatched_message
-from bounce_tracker.verp import local_part_of
+from bounce_tracker.receiving.receive import record_unmatched_message
 
 TOGGLE_PERMISSION = "toggle_ignore_bounces"
 UNSUPPRESS_PERMISSION = "unsuppress_address"
@@ -558,7 +559,7 @@ class EmailAddressTrackerAdmin(InertTextAdmin):
         return f"admin:{self.opts.app_label}_{self.opts.model_name}_{suffix}"
 
     def get_urls(self) -> list[URLPattern]:
-        from bounce_tracker import dashboard
+        from bounce_tracker.admin import dashboard
 
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         return [

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from bounce_tracker.conf import TrackerSettings
+from bounce_tracker.core.settings import TrackerSettings
 
 TEMPLATE_FILES = ("main.cf", "master.cf", "transport")
 #: With ``--lmtp``: the same parts, from these templates.

@@ -2,7 +2,7 @@
 
 Support staff see at a glance whether bouncing is normal today: messages to the
 bounce address per day by kind for the last 30 or 90 days (a server-rendered SVG
-chart, see :mod:`bounce_tracker.charts`, with the same numbers as a table), how
+chart, see :mod:`bounce_tracker.admin.charts`, with the same numbers as a table), how
 many addresses are not sent to now, and which recipient domains and reporting
 MTAs bounce most.
 
@@ -30,9 +30,9 @@ from django.utils.formats import date_format
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from bounce_tracker.charts import Series, stacked_bar_chart
-from bounce_tracker.conf import get_settings
-from bounce_tracker.kinds import COUNTED_KINDS, BounceKind
+from bounce_tracker.admin.charts import Series, stacked_bar_chart
+from bounce_tracker.core.kinds import COUNTED_KINDS, BounceKind
+from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker
 from bounce_tracker.policy import AddressState, address_state_q
 

@@ -25,10 +25,10 @@ import re
 
 from django.utils.crypto import salted_hmac
 
-from bounce_tracker.addresses import InvalidAddressError, has_line_break, normalize_email
-from bounce_tracker.conf import MAX_LOCAL_PART_OCTETS, TOKEN_LENGTH, TrackerSettings
+from bounce_tracker.core.addresses import InvalidAddressError, has_line_break, normalize_email
+from bounce_tracker.core.settings import MAX_LOCAL_PART_OCTETS, TOKEN_LENGTH, TrackerSettings
 
-_TOKEN_SALT = "bounce_tracker.verp.token"
+_TOKEN_SALT = "bounce_tracker.core.verp.token"
 # RFC 5322 atext plus '.', excluding the delimiters Postfix might split on is not needed:
 # Postfix splits at the first delimiter only, which is the one after the prefix.
 _DOT_ATOM_RE = re.compile(
@@ -66,7 +66,7 @@ def encode_local_part(email: str, tracker_settings: TrackerSettings) -> str:
 def return_path(local_part: str, tracker_settings: TrackerSettings) -> str:
     """The envelope sender ``<local part>@<BOUNCE_DOMAIN>``.
 
-    Raises :class:`~bounce_tracker.addresses.InvalidAddressError` for a stored local
+    Raises :class:`~bounce_tracker.core.addresses.InvalidAddressError` for a stored local
     part with a line break (only possible in rows written outside this app, e.g. a
     bad legacy import): it would end the SMTP ``MAIL FROM`` command early.
     """

@@ -51,15 +51,15 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from bounce_tracker.addresses import (
+from bounce_tracker.core.addresses import (
     MAX_ADDRESS_OCTETS,
     InvalidAddressError,
     has_line_break,
     normalize_email,
 )
-from bounce_tracker.conf import MAX_LOCAL_PART_OCTETS, TrackerSettings
+from bounce_tracker.core.settings import MAX_LOCAL_PART_OCTETS, TrackerSettings
+from bounce_tracker.core.verp import address_token, encode_local_part
 from bounce_tracker.models import EmailAddressTracker
-from bounce_tracker.verp import address_token, encode_local_part
 
 #: The original table's columns, in the order they are read.
 LEGACY_COLUMNS = (

@@ -32,8 +32,8 @@ from django.db.models import Count, IntegerField, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Length
 from django.utils import timezone
 
+from bounce_tracker.core.db import chunk_size, retry_deadlocks
 from bounce_tracker.models import BounceEvent, UnmatchedMessage
-from bounce_tracker.tracking import chunk_size, retry_deadlocks
 
 logger = logging.getLogger("bounce_tracker")
 

@@ -7,9 +7,9 @@
 The order of the checks:
 
 1. an ARF feedback report (RFC 5965) is a complaint, unless it says ``not-spam``;
-2. a standard DSN (RFC 3464/6533, fields read by :mod:`bounce_tracker.dsn`) decides
+2. a standard DSN (RFC 3464/6533, fields read by :mod:`bounce_tracker.classify.dsn`) decides
    per recipient from ``Action``, ``Status`` and ``Diagnostic-Code``; hard or soft is
-   :func:`bounce_tracker.diagnosis.failure_kind`'s call;
+   :func:`bounce_tracker.classify.diagnosis.failure_kind`'s call;
 3. a bounce without a DSN (qmail, old Sendmail, Exchange text, Domino…) is
    recognised by its sender, subject and wording, and its recipients and reasons
    are read from the text; a person's reply or forward quoting one is not a bounce,
@@ -27,7 +27,7 @@ Hostile input is bounded (see the ``MAX_*`` constants): at most
 :data:`MAX_PARSE_BYTES` are parsed, MIME nesting and part counts are capped before
 the standard library parser sees them, at most :data:`MAX_TEXT_CHARS` of text are
 decoded per part, every regular expression does bounded work per position, and
-nothing is decompressed. At most :data:`~bounce_tracker.dsn.MAX_RECIPIENT_RECORDS`
+nothing is decompressed. At most :data:`~bounce_tracker.classify.dsn.MAX_RECIPIENT_RECORDS`
 recipients are kept; ``extra["recipients_truncated"]`` says when more were dropped.
 """
 
@@ -36,18 +36,18 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from email import message_from_bytes
 from email.message import Message
 
-from bounce_tracker import diagnosis
-from bounce_tracker.diagnosis import (
+from bounce_tracker.classify import diagnosis
+from bounce_tracker.classify.diagnosis import (
     best_status,
     enhanced_codes,
     failure_kind,
     normalize_status,
 )
-from bounce_tracker.dsn import (
+from bounce_tracker.classify.dsn import (
     MAX_RECIPIENT_RECORDS,
     ReportFields,
     field_address,
@@ -55,39 +55,7 @@ from bounce_tracker.dsn import (
     parse_report_fields,
     strip_type,
 )
-from bounce_tracker.kinds import BounceKind
-
-
-@dataclass(frozen=True)
-class RecipientResult:
-    """One failed (or delayed, delivered…) recipient named by a report."""
-
-    address: str | None
-    status: str | None
-    kind: BounceKind
-    action: str | None = None
-    diagnostic: str = ""
-    remote_mta: str = ""
-
-
-@dataclass(frozen=True)
-class Classification:
-    """The verdict on one message."""
-
-    kind: BounceKind
-    #: The RFC 3463 enhanced status code, e.g. "5.1.1", or None when there is none.
-    status: str | None
-    #: The most telling text: Diagnostic-Code, the quoted SMTP reply, or a summary.
-    diagnostic: str
-    recipients: tuple[RecipientResult, ...] = ()
-    #: Reporting-MTA, or the host the report came from, when known.
-    reporting_mta: str = ""
-    #: Message-ID of the original message, when the report includes it.
-    original_message_id: str | None = None
-    #: Which rule decided, for people reading ``inspect_bounce`` output.
-    reason: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
-
+from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
 
 # --- limits on hostile input ---------------------------------------------------------
 
@@ -118,7 +86,7 @@ MAX_HEADERS = 300
 MAX_DIAGNOSTIC_CHARS = 1000
 #: Characters of diagnostic text the per-recipient decisions of one report read in
 #: all. A report naming many recipients gets fewer per recipient (at most
-#: :data:`~bounce_tracker.diagnosis.MAX_DECISION_CHARS`, at least
+#: :data:`~bounce_tracker.classify.diagnosis.MAX_DECISION_CHARS`, at least
 #: :data:`MIN_RECIPIENT_DECISION_CHARS`), so that its cost doesn't grow with
 #: recipients times diagnostic length.
 MAX_REPORT_DECISION_CHARS = 256 * 1024
@@ -1289,7 +1257,7 @@ def classify_reply(
 
     For an SMTP server's reply at send time (``"550 5.1.1 <a@example.org>: User
     unknown"``) or an ESP's description of a bounce: the same rules as a DSN's
-    Diagnostic-Code (:func:`bounce_tracker.diagnosis.failure_kind`), so 5.1.1 is hard
+    Diagnostic-Code (:func:`bounce_tracker.classify.diagnosis.failure_kind`), so 5.1.1 is hard
     and a 4xx reply soft. ``status`` is an enhanced status code known from elsewhere;
     ``source`` goes into the reason (e.g. ``"smtp"``).
     """

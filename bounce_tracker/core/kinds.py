@@ -1,12 +1,16 @@
 """The kinds of message that reach the bounce address, and what each does to the policy.
 
-This is the one place for those rules. It imports nothing from Django, so the
-classifier and the pipe command stay cheap to start.
+This is the one place for those rules, and for the shape of a verdict
+(:class:`Classification`): the vocabulary that the classifier produces and the
+recorder (:mod:`bounce_tracker.core.events`) consumes. It imports only the
+standard library, so the classifier, which may import nothing else of the app,
+can use it, and the pipe command stays cheap to start.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass, field
 
 
 class BounceKind(enum.StrEnum):
@@ -46,3 +50,34 @@ _LABELS = {
 COUNTED_KINDS = frozenset({BounceKind.HARD, BounceKind.SOFT})
 #: Kinds that mark the address suppressed at once.
 SUPPRESSING_KINDS = frozenset({BounceKind.HARD, BounceKind.COMPLAINT})
+
+
+@dataclass(frozen=True)
+class RecipientResult:
+    """One failed (or delayed, delivered…) recipient named by a report."""
+
+    address: str | None
+    status: str | None
+    kind: BounceKind
+    action: str | None = None
+    diagnostic: str = ""
+    remote_mta: str = ""
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The verdict on one message."""
+
+    kind: BounceKind
+    #: The RFC 3463 enhanced status code, e.g. "5.1.1", or None when there is none.
+    status: str | None
+    #: The most telling text: Diagnostic-Code, the quoted SMTP reply, or a summary.
+    diagnostic: str
+    recipients: tuple[RecipientResult, ...] = ()
+    #: Reporting-MTA, or the host the report came from, when known.
+    reporting_mta: str = ""
+    #: Message-ID of the original message, when the report includes it.
+    original_message_id: str | None = None
+    #: Which rule decided, for people reading ``inspect_bounce`` output.
+    reason: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)

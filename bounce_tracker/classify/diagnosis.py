@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from bounce_tracker.kinds import BounceKind
+from bounce_tracker.core.kinds import BounceKind
 
 #: Characters of diagnostic text the decision looks at.
 MAX_DECISION_CHARS = 6000

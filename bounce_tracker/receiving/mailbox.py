@@ -2,7 +2,7 @@
 
 For sites whose bounces land in a mailbox they can only read remotely, instead of
 being piped or handed over LMTP by their own Postfix. Each message is fed through
-:func:`bounce_tracker.receive.receive_message`, like ``handle_bounce`` does, with
+:func:`bounce_tracker.receiving.receive.receive_message`, like ``handle_bounce`` does, with
 ``source=EventSource.MAILBOX``:
 
 - **Which address.** A mailbox message has no envelope, so the VERP address comes
@@ -42,9 +42,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 from django.db import DatabaseError
 
-from bounce_tracker.conf import TrackerSettings, normalize_domain
+from bounce_tracker.core.events import Outcome
+from bounce_tracker.core.settings import TrackerSettings, normalize_domain
 from bounce_tracker.models import EventSource
-from bounce_tracker.receive import IncomingMessage, MessageBuilder, Outcome, receive_message
+from bounce_tracker.receiving.receive import IncomingMessage, MessageBuilder, receive_message
 
 logger = logging.getLogger("bounce_tracker")
 

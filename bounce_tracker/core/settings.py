@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 
 #: RFC 5321: a local part is at most 64 octets.
 MAX_LOCAL_PART_OCTETS = 64
-#: Length of a VERP token in characters (lower-case base32); see :mod:`bounce_tracker.verp`.
+#: Length of a VERP token in characters (lower-case base32); see :mod:`bounce_tracker.core.verp`.
 TOKEN_LENGTH = 26
 #: Delimiters that Postfix's ``recipient_delimiter`` can use without quoting.
 ALLOWED_DELIMITERS = ("+", "-", "_", ".")
@@ -342,7 +342,7 @@ def _mailbox_problems(values: Mapping[str, Any]) -> list[Problem]:
     url = values.get("MAILBOX_URL")
     if url is None and values.get("MAILBOX_PROCESSED_FOLDER") is None:
         return []  # the usual case: no mailbox, nothing to import
-    from bounce_tracker.mailbox import parse_mailbox_url, processed_folder_problem
+    from bounce_tracker.receiving.mailbox import parse_mailbox_url, processed_folder_problem
 
     problems = []
     parsed = None
