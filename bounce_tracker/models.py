@@ -19,6 +19,19 @@ from bounce_tracker.core.kinds import BounceKind
 
 KIND_CHOICES = [(kind.value, kind.label) for kind in BounceKind]
 
+#: The original table's counters and dates, in its column order: what sending and
+#: bouncing change, beside the address, its VERP local part and IgnoreBounces.
+COUNTER_FIELDS = (
+    "msg_count",
+    "first_email",
+    "last_email",
+    "first_bounce",
+    "last_bounce",
+    "last_bounce2",
+    "last_bounce3",
+    "bounce_count",
+)
+
 
 class CaseFoldedCharField(models.CharField):  # type: ignore[type-arg]
     """A CharField whose values are stored lower-cased and compared byte for byte.
