@@ -1,19 +1,21 @@
-"""Test-wide fixtures: database availability, and the mail outbox.
+"""Test-wide fixtures: database, Postfix and anymail availability, and the mail outbox.
 
 The suite runs once per database (see the Makefile). When the database named by
 DATABASE_URL can't be reached, its database tests are skipped with the reason, or
 the run stops with an error when BOUNCE_TRACKER_REQUIRE_SERVICES=1 (as in CI).
+A missing Postfix or django-anymail skips the tests that need it, or fails them
+under BOUNCE_TRACKER_REQUIRE_SERVICES=1 (tests/services.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
 from django.db import connection
 
-REQUIRE_SERVICES = os.environ.get("BOUNCE_TRACKER_REQUIRE_SERVICES") == "1"
-POSTFIX = "/usr/sbin/postfix"
+from tests.services import missing_service, services_required
 
 _VENDOR_MARKERS = {"mysql": "mysql", "postgres": "postgresql"}
 _database_problem: str | None = None
@@ -54,10 +56,20 @@ def _check_database() -> str | None:
     return None
 
 
+def _postfix_problem() -> str | None:
+    """Why the Postfix tests can't run here, or None when they can."""
+    from tests.postfix_harness import POSTFIX
+
+    if os.path.exists(POSTFIX):
+        return None
+    return f"{POSTFIX} is missing (apt-get install postfix)"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     global _database_problem
     _database_problem = _check_database()
-    if _database_problem and REQUIRE_SERVICES:
+    postfix_problem = _postfix_problem()
+    if _database_problem and services_required():
         pytest.exit(f"BOUNCE_TRACKER_REQUIRE_SERVICES=1 and {_database_problem}", returncode=1)
     for item in items:
         for marker, vendor in _VENDOR_MARKERS.items():
@@ -73,23 +85,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # SQLite's C library crashed (SIGSEGV) in teardown beside Playwright's
             # greenlets; the browser tests run against a database server.
             item.add_marker(pytest.mark.skip(reason="browser tests run on MariaDB/PostgreSQL"))
-        if item.get_closest_marker("postfix") and not os.path.exists(POSTFIX):
-            if REQUIRE_SERVICES:
-                item.add_marker(
-                    pytest.mark.xfail(
-                        reason=f"BOUNCE_TRACKER_REQUIRE_SERVICES=1 but {POSTFIX} is missing",
-                        run=False,
-                        strict=True,
-                    )
-                )
-            else:
-                item.add_marker(
-                    pytest.mark.skip(reason=f"{POSTFIX} is missing (apt-get install postfix)")
-                )
+        if item.get_closest_marker("postfix") and postfix_problem and not services_required():
+            item.add_marker(pytest.mark.skip(reason=postfix_problem))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a Postfix test without Postfix under BOUNCE_TRACKER_REQUIRE_SERVICES=1.
+
+    Runs after the skip marks above (a test of another database's pass is skipped,
+    not failed) and before the test's fixtures start anything.
+    """
+    if item.get_closest_marker("postfix") and services_required():
+        problem = _postfix_problem()
+        if problem:
+            missing_service(problem)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"database: {connection.vendor} ({connection.settings_dict['NAME']})"
+
+
+@pytest.fixture
+def anymail_installed() -> None:
+    """Skip, or fail under BOUNCE_TRACKER_REQUIRE_SERVICES=1, a test that needs django-anymail."""
+    try:
+        importlib.import_module("anymail.signals")
+    except ImportError as exc:
+        problem = f"django-anymail can't be imported ({exc}; pip install -e '.[dev]')"
+    else:
+        return
+    missing_service(problem)  # outside the except: no "during handling" traceback
 
 
 @pytest.fixture(autouse=True)

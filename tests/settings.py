@@ -73,5 +73,3 @@ ANYMAIL = {
     "WEBHOOK_SECRET": "esp-webhook:5ecret-for-tests",
     "MAILGUN_WEBHOOK_SIGNING_KEY": "mailgun-signing-key-for-tests",
 }
-
-REQUIRE_SERVICES = os.environ.get("BOUNCE_TRACKER_REQUIRE_SERVICES") == "1"

@@ -43,7 +43,7 @@ from tests.mariadb_harness import (
     wait_for_blocked_query,
 )
 from tests.postfix_harness import PostfixInstance, readable_installation, wait_until
-from tests.settings import REQUIRE_SERVICES
+from tests.services import missing_service
 from tests.smtp_sink import SmtpSink
 from tests.test_receive_bounces import start_command
 
@@ -58,10 +58,7 @@ EX_TEMPFAIL = 75
 def server(django_db_blocker) -> Iterator[PrivateMariaDB]:
     """The private server, also reachable through the ORM as the ``faults`` alias."""
     if not available():
-        message = "needs root and MariaDB's mariadbd and mariadb-install-db"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"BOUNCE_TRACKER_REQUIRE_SERVICES=1 but this {message}")
-        pytest.skip(message)
+        missing_service("this needs root and MariaDB's mariadbd and mariadb-install-db")
     with private_mariadb() as private:
         config = environ.Env.db_url_config(private.url())
         config["OPTIONS"] = {"charset": "utf8mb4"}

@@ -7,7 +7,6 @@ mailbox afterwards. No mock of either server.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -46,10 +45,10 @@ from tests.imap_harness import (
     dovecot_available,
 )
 from tests.postfix_harness import wait_until
+from tests.services import missing_service
 from tests.test_handle_bounce import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRE_SERVICES = os.environ.get("BOUNCE_TRACKER_REQUIRE_SERVICES") == "1"
 DOMAIN = "bounces.example.com"
 
 
@@ -145,12 +144,9 @@ def test_uid_sets_and_folder_names():
 @pytest.fixture(scope="module")
 def dovecot() -> Iterator[DovecotInstance]:
     if not dovecot_available():
-        problem = (
+        missing_service(
             "Dovecot is missing or this is not root (apt-get install dovecot-imapd dovecot-pop3d)"
         )
-        if REQUIRE_SERVICES:
-            pytest.fail(f"BOUNCE_TRACKER_REQUIRE_SERVICES=1 but {problem}")
-        pytest.skip(problem)
     server = DovecotInstance()
     server.start()
     yield server

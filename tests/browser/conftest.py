@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.services import missing_service
+
 # Playwright's sync API runs an event loop in this thread; Django's ORM refuses to
 # run beside one unless told it is safe (it is: one thread, no coroutines).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -22,10 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("BOUNCE_TRACKER_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"BOUNCE_TRACKER_REQUIRE_SERVICES=1 but {message}")
-        pytest.skip(message)
+        missing_service(f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
