@@ -34,6 +34,7 @@ def run_in_threads(count, target):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+        assert not thread.is_alive(), "a worker did not finish in 60 s"
     assert errors == []
 
 

@@ -317,6 +317,7 @@ def test_concurrent_forged_floods_never_fail_and_end_at_the_cap(settings):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+        assert not thread.is_alive(), "a forging worker did not finish in 120 s"
     assert errors == []
     assert len(stored) == 320
     # Concurrent prunes each see their own snapshot, so a few extra rows may remain

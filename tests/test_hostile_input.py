@@ -683,6 +683,7 @@ def test_a_100_mb_hostile_message_streamed_to_the_real_command(trackers, tmp_pat
             result = handle_bounce(stdin, peak_rss_file=str(peak_file))
     finally:
         writer.join(timeout=60)
+    assert not writer.is_alive(), "the writer was still feeding the pipe after 60 s"
     seconds = time.perf_counter() - began
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
     peak_mib = int(peak_file.read_text()) / 1024

@@ -495,6 +495,7 @@ def test_pruning_while_handlers_record_new_bounces_loses_nothing_new_and_removes
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+        assert not thread.is_alive(), "a handler or the pruner did not finish in 120 s"
 
     assert errors == []
     assert report[0].rows == 4000

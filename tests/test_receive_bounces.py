@@ -332,6 +332,7 @@ def test_ten_concurrent_sessions_are_all_recorded(receiver):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+        assert not thread.is_alive(), "an LMTP client did not finish in 60 s"
     assert all(isinstance(r, tuple) and r[0] == 250 for r in results), results
     assert len(results) == 40
     for tracker in trackers:
