@@ -5,14 +5,35 @@ The rules themselves live in :func:`bounce_tracker.core.settings.validate`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.apps import AppConfig
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from bounce_tracker.core.settings import merged_settings, validate
+from bounce_tracker.core.settings import (
+    Problem,
+    core_problems,
+    merged_settings,
+    unknown_key_problems,
+)
+
+
+def all_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """Every problem with every room's keys."""
+    # Imported here, not at the top: apps.py imports this module in every process,
+    # and the pipe must not import the sending side to start.
+    from bounce_tracker.receiving.settings import mailbox_problems, receiving_problems
+    from bounce_tracker.sending.settings import sending_problems
+
+    return (
+        unknown_key_problems(values)
+        + core_problems(values)
+        + sending_problems(values)
+        + receiving_problems(values)
+        + mailbox_problems(values)
+    )
 
 
 @checks.register(checks.Tags.compatibility)
@@ -25,7 +46,7 @@ def check_settings(
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), hint="Use a dict.", id="bounce_tracker.E000")]
     messages: list[checks.CheckMessage] = []
-    for problem in validate(values):
+    for problem in all_problems(values):
         level = checks.Error if problem.level == "error" else checks.Warning
         messages.append(level(problem.msg, hint=problem.hint, id=problem.id))
     return messages

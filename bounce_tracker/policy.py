@@ -2,7 +2,8 @@
 
 A policy is any callable ``policy(tracker, message) -> Verdict`` named by dotted
 path in ``BOUNCE_TRACKER["POLICY"]`` (optionally with a keyword-only
-``tracker_settings`` argument, see :func:`load_policy`). It gets the recipient's tracker row (never
+``tracker_settings`` argument, see
+:func:`bounce_tracker.sending.settings.load_policy`). It gets the recipient's tracker row (never
 ``None``: rows are created before the policy runs) and the caller's original
 message, and must not query the database: it runs once per recipient.
 
@@ -13,8 +14,6 @@ complaints.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +23,6 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.utils.module_loading import import_string
 
 from bounce_tracker.core.settings import TrackerSettings, get_settings
 from bounce_tracker.models import EmailAddressTracker, SuppressionReason
@@ -49,22 +47,6 @@ class Verdict:
 
 
 Policy = Callable[[EmailAddressTracker, EmailMessage | None], Verdict]
-
-
-def load_policy(tracker_settings: TrackerSettings) -> Policy:
-    """The policy callable named in the settings, as a ``(tracker, message)`` callable.
-
-    A policy that takes a ``tracker_settings`` keyword argument gets the sending
-    backend's own settings there (including keyword overrides given to the backend).
-    """
-    policy = import_string(tracker_settings.policy)
-    try:
-        takes_settings = "tracker_settings" in inspect.signature(policy).parameters
-    except (TypeError, ValueError):  # builtins and some C callables have no signature
-        takes_settings = False
-    if takes_settings:
-        return functools.partial(policy, tracker_settings=tracker_settings)
-    return policy  # type: ignore[no-any-return]
 
 
 def _day(moment: datetime) -> str:

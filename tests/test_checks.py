@@ -5,6 +5,8 @@ from django.test import override_settings
 
 from bounce_tracker.checks import check_settings
 from bounce_tracker.core.settings import DEFAULTS, get_settings
+from bounce_tracker.receiving.settings import get_mailbox_settings
+from bounce_tracker.sending.settings import get_sending_settings
 
 BASE = {
     "BOUNCE_DOMAIN": "bounces.example.com",
@@ -136,6 +138,12 @@ def test_settings_are_read_when_used_not_at_import_time():
 def test_every_default_is_valid_apart_from_the_required_domain():
     with override_settings(BOUNCE_TRACKER={"BOUNCE_DOMAIN": "b.example.com"}):
         settings_ = get_settings()
-    assert settings_.backend == DEFAULTS["BACKEND"]
+        sending = get_sending_settings()
+        mailbox = get_mailbox_settings()
+    assert sending.backend == DEFAULTS["BACKEND"]
+    assert sending.policy == DEFAULTS["POLICY"]
+    assert sending.send_when_database_down == "fail"
+    assert mailbox.max_message_bytes == DEFAULTS["MAX_MESSAGE_BYTES"]
+    assert mailbox.mailbox_url is None
     assert settings_.soft_bounce_limit == 3
     assert settings_.soft_bounce_window.days == 14

@@ -7,6 +7,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.db import connection
 
 from bounce_tracker.models import EmailAddressTracker
+from bounce_tracker.receiving.settings import get_receiving_settings
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -73,7 +74,6 @@ def test_concurrent_batches_with_overlapping_new_recipients_count_every_copy():
 def test_concurrent_bounces_for_one_address_all_count_without_deadlocks():
     import io
 
-    from bounce_tracker.core.settings import get_settings
     from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
     from tests import messages
 
@@ -82,7 +82,7 @@ def test_concurrent_bounces_for_one_address_all_count_without_deadlocks():
 
     def bounce(index):
         raw = messages.dsn(status="4.2.2", diagnostic="smtp; 452 4.2.2 Mailbox full")
-        message = read_message(io.BytesIO(raw), get_settings().max_message_bytes)
+        message = read_message(io.BytesIO(raw), get_receiving_settings().max_message_bytes)
         outcomes.append(receive_message(message, "", "bounces+abc@bounces.example.com").outcome)
 
     run_in_threads(20, bounce)

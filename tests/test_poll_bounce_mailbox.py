@@ -35,6 +35,7 @@ from bounce_tracker.receiving.mailbox import (
     parse_mailbox_url,
     processed_folder_problem,
 )
+from bounce_tracker.receiving.settings import get_receiving_settings
 from bounce_tracker.sending.tracking import ensure_trackers
 from tests import messages
 from tests.imap_harness import (
@@ -192,7 +193,7 @@ def reply_to(verp: str, kind=messages.auto_reply) -> bytes:
 
 def poll(server: DovecotInstance, scheme: str = "imap", **kwargs) -> mailbox_module.PollSummary:
     url = parse_mailbox_url(server.url(scheme))
-    return MailboxPoller(url, get_settings(), **kwargs).run()
+    return MailboxPoller(url, get_receiving_settings(), **kwargs).run()
 
 
 def test_bounces_are_recorded_and_removed_and_other_mail_is_left_as_it_was(server):
@@ -418,7 +419,7 @@ def test_a_password_that_is_not_ascii_works(server, scheme):
         server.url(scheme).split("//")[1].split("@")[0],
         f"{quote(UNICODE_USER, safe='')}:{quote(UNICODE_PASSWORD, safe='')}",
     )
-    summary = MailboxPoller(parse_mailbox_url(url), get_settings()).run()
+    summary = MailboxPoller(parse_mailbox_url(url), get_receiving_settings()).run()
     assert (summary.processed, summary.errors) == (0, 0)
 
 

@@ -19,7 +19,6 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
 from bounce_tracker.ops import retention
 from bounce_tracker.ops.retention import (
@@ -33,6 +32,7 @@ from bounce_tracker.ops.retention import (
     strip_raw_older_than,
 )
 from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
+from bounce_tracker.receiving.settings import get_receiving_settings
 from tests import messages
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -76,7 +76,7 @@ def run(*args: str) -> tuple[str, str]:
 
 
 def receive(raw: bytes, local_part: str = "bounces+abc") -> Outcome:
-    message = read_message(io.BytesIO(raw), get_settings().max_message_bytes)
+    message = read_message(io.BytesIO(raw), get_receiving_settings().max_message_bytes)
     return receive_message(message, "", f"{local_part}@bounces.example.com").outcome
 
 

@@ -11,6 +11,7 @@ from bounce_tracker.core.signals import address_suppressed, bounce_recorded
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
 from bounce_tracker.policy import evaluate
 from bounce_tracker.receiving.receive import Outcome, fingerprint, read_message, receive_message
+from bounce_tracker.receiving.settings import get_receiving_settings
 from tests import messages
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ def tracker():
 
 
 def receive(raw, recipient=VERP, sender="MAILER-DAEMON"):
-    message = read_message(io.BytesIO(raw), get_settings().max_message_bytes)
+    message = read_message(io.BytesIO(raw), get_receiving_settings().max_message_bytes)
     return receive_message(message, sender, recipient)
 
 

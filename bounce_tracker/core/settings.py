@@ -1,25 +1,35 @@
-"""The ``BOUNCE_TRACKER`` settings dict: defaults, validation and access.
+"""The ``BOUNCE_TRACKER`` settings dict: defaults, the shared keys, and how rooms read theirs.
 
 Settings are read when they are used, never at import time, so that tests can
 override them and a missing setting fails where it matters (a system check, the
-backend's constructor) rather than on ``import bounce_tracker``.
+backend's constructor, a command's start) rather than on ``import bounce_tracker``.
 
-Every validation rule lives in :func:`validate`; the system checks in
-:mod:`bounce_tracker.checks` and :func:`get_settings` both use it, so a value the
-checks accept is a value the code can run with.
+Every key has its default here (:data:`DEFAULTS`, the one reference). The keys every
+room reads (the bounce domain, the VERP form, the soft-bounce rule, the stored-size
+caps) are validated here (:func:`core_problems`) and read with :func:`get_settings`.
+Each room validates only the keys it reads, beside its code:
+:mod:`bounce_tracker.sending.settings` (``BACKEND``, ``POLICY``,
+``SEND_WHEN_DATABASE_DOWN``) and :mod:`bounce_tracker.receiving.settings`
+(``MAX_MESSAGE_BYTES``, the mailbox keys). So a mistake in one room's key stops that
+room and no other: a bad ``MAILBOX_URL`` never stops ``send_mail()``. The system
+checks (:mod:`bounce_tracker.checks`) report every room's problems, each with its ID.
+
+This module imports nothing from the rest of the app.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
+
+T = TypeVar("T")
 
 #: RFC 5321: a local part is at most 64 octets.
 MAX_LOCAL_PART_OCTETS = 64
@@ -27,8 +37,6 @@ MAX_LOCAL_PART_OCTETS = 64
 TOKEN_LENGTH = 26
 #: Delimiters that Postfix's ``recipient_delimiter`` can use without quoting.
 ALLOWED_DELIMITERS = ("+", "-", "_", ".")
-
-TRACKING_BACKEND_PATH = "bounce_tracker.backend.BounceTrackingBackend"
 
 DEFAULTS: dict[str, Any] = {
     # Where bounces come back: the envelope sender is <local part>@BOUNCE_DOMAIN.
@@ -71,8 +79,6 @@ _PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$")
 _DOMAIN_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 VerpFormat = Literal["token", "readable"]
-DatabaseDownMode = Literal["fail", "send_untracked"]
-DATABASE_DOWN_MODES = ("fail", "send_untracked")
 
 
 @dataclass(frozen=True)
@@ -87,24 +93,23 @@ class Problem:
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """The validated ``BOUNCE_TRACKER`` settings, with defaults filled in."""
+    """The validated keys every room reads, with defaults filled in.
+
+    The rooms' own settings (:class:`~bounce_tracker.sending.settings.SendingSettings`,
+    :class:`~bounce_tracker.receiving.settings.ReceivingSettings`) extend it, so any
+    of them can be passed where these are needed.
+    """
 
     bounce_domain: str
     verp_prefix: str
     verp_delimiter: str
     verp_format: VerpFormat
     verp_secret: bytes | None
-    backend: str
-    policy: str
     soft_bounce_limit: int
     soft_bounce_window: timedelta
     observe_only: bool
-    max_message_bytes: int
     raw_message_max_bytes: int
     unmatched_max_messages: int
-    send_when_database_down: DatabaseDownMode
-    mailbox_url: str | None
-    mailbox_processed_folder: str | None
 
 
 def raw_settings() -> dict[str, Any]:
@@ -143,22 +148,23 @@ def _is_valid_domain(domain: object) -> bool:
     return len(labels) >= 2 and all(_DOMAIN_LABEL_RE.match(label) for label in labels)
 
 
-def _setting(values: Mapping[str, Any], key: str) -> str:
-    """``BOUNCE_TRACKER['KEY'] = <value>``, for messages."""
+def describe(values: Mapping[str, Any], key: str) -> str:
+    """``BOUNCE_TRACKER['KEY'] = <value>``, for problem messages."""
     return f"BOUNCE_TRACKER[{key!r}] = {values.get(key)!r}"
 
 
-def _import_setting(
+def import_setting(
     values: Mapping[str, Any], key: str, check_id: str
 ) -> tuple[Any, Problem | None]:
+    """The object a dotted-path setting names, or the problem (``check_id``) importing it."""
     path = values.get(key)
     hint = f"Set BOUNCE_TRACKER[{key!r}] to a dotted path such as {DEFAULTS[key]!r}."
     if not isinstance(path, str) or not path:
-        return None, Problem(check_id, f"{_setting(values, key)} is not a dotted path.", hint)
+        return None, Problem(check_id, f"{describe(values, key)} is not a dotted path.", hint)
     try:
         return import_string(path), None
     except ImportError as exc:
-        return None, Problem(check_id, f"{_setting(values, key)} cannot be imported: {exc}", hint)
+        return None, Problem(check_id, f"{describe(values, key)} cannot be imported: {exc}", hint)
 
 
 def _domain_problems(values: Mapping[str, Any]) -> list[Problem]:
@@ -166,7 +172,7 @@ def _domain_problems(values: Mapping[str, Any]) -> list[Problem]:
     if not values.get("BOUNCE_DOMAIN"):
         return [Problem("bounce_tracker.E001", "BOUNCE_TRACKER['BOUNCE_DOMAIN'] is not set.", hint)]
     if not _is_valid_domain(values["BOUNCE_DOMAIN"]):
-        message = f"{_setting(values, 'BOUNCE_DOMAIN')} is not a fully qualified domain name."
+        message = f"{describe(values, 'BOUNCE_DOMAIN')} is not a fully qualified domain name."
         return [Problem("bounce_tracker.E001", message, hint)]
     return []
 
@@ -179,7 +185,7 @@ def _verp_problems(values: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "bounce_tracker.E002",
-                f"{_setting(values, 'VERP_PREFIX')} is not a usable local part prefix.",
+                f"{describe(values, 'VERP_PREFIX')} is not a usable local part prefix.",
                 f"Use 1 to {max_prefix} lower-case letters, digits, '.', '-' or '_', "
                 "starting and ending with a letter or digit.",
             )
@@ -189,7 +195,7 @@ def _verp_problems(values: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "bounce_tracker.E003",
-                f"{_setting(values, 'VERP_DELIMITER')} is not supported.",
+                f"{describe(values, 'VERP_DELIMITER')} is not supported.",
                 f"Use one of {' '.join(ALLOWED_DELIMITERS)}, the same as Postfix's "
                 "recipient_delimiter.",
             )
@@ -198,7 +204,7 @@ def _verp_problems(values: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "bounce_tracker.E003",
-                f"{_setting(values, 'VERP_PREFIX')} contains the delimiter {delimiter!r}.",
+                f"{describe(values, 'VERP_PREFIX')} contains the delimiter {delimiter!r}.",
                 "Postfix splits the local part at the first delimiter; keep it out of the prefix.",
             )
         )
@@ -206,7 +212,7 @@ def _verp_problems(values: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "bounce_tracker.E009",
-                f"{_setting(values, 'VERP_FORMAT')} is not supported.",
+                f"{describe(values, 'VERP_FORMAT')} is not supported.",
                 "Use 'token' (the default, unguessable) or 'readable' (<user>=<domain>).",
             )
         )
@@ -222,48 +228,6 @@ def _verp_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-def _backend_problems(values: Mapping[str, Any]) -> list[Problem]:
-    from django.core.mail.backends.base import BaseEmailBackend
-
-    from bounce_tracker.backend import BounceTrackingBackend
-
-    backend, problem = _import_setting(values, "BACKEND", "bounce_tracker.E004")
-    if problem:
-        return [problem]
-    if not (isinstance(backend, type) and issubclass(backend, BaseEmailBackend)):
-        return [
-            Problem(
-                "bounce_tracker.E004",
-                f"{_setting(values, 'BACKEND')} is not an email backend class.",
-                "Name a subclass of django.core.mail.backends.base.BaseEmailBackend.",
-            )
-        ]
-    if issubclass(backend, BounceTrackingBackend):
-        return [
-            Problem(
-                "bounce_tracker.E005",
-                "BOUNCE_TRACKER['BACKEND'] is the bounce tracking backend itself.",
-                f"Name the backend that really sends, e.g. {DEFAULTS['BACKEND']!r}.",
-            )
-        ]
-    return []
-
-
-def _policy_problems(values: Mapping[str, Any]) -> list[Problem]:
-    policy, problem = _import_setting(values, "POLICY", "bounce_tracker.E006")
-    if problem:
-        return [problem]
-    if not callable(policy):
-        return [
-            Problem(
-                "bounce_tracker.E006",
-                f"{_setting(values, 'POLICY')} is not callable.",
-                "Name a function taking (tracker, message) and returning a Verdict.",
-            )
-        ]
-    return []
-
-
 def _threshold_problems(values: Mapping[str, Any]) -> list[Problem]:
     problems = []
     limit = values.get("SOFT_BOUNCE_LIMIT")
@@ -271,7 +235,7 @@ def _threshold_problems(values: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "bounce_tracker.E007",
-                f"{_setting(values, 'SOFT_BOUNCE_LIMIT')} must be 1, 2 or 3.",
+                f"{describe(values, 'SOFT_BOUNCE_LIMIT')} must be 1, 2 or 3.",
                 "The tracker keeps the last three bounce times; the limit counts among them.",
             )
         )
@@ -280,7 +244,7 @@ def _threshold_problems(values: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "bounce_tracker.E008",
-                f"{_setting(values, 'SOFT_BOUNCE_WINDOW_DAYS')} must be a number of days "
+                f"{describe(values, 'SOFT_BOUNCE_WINDOW_DAYS')} must be a number of days "
                 "greater than 0 and at most 3650.",
                 "The default is 14.",
             )
@@ -289,34 +253,38 @@ def _threshold_problems(values: Mapping[str, Any]) -> list[Problem]:
         problems.append(
             Problem(
                 "bounce_tracker.E011",
-                f"{_setting(values, 'OBSERVE_ONLY')} must be True or False.",
+                f"{describe(values, 'OBSERVE_ONLY')} must be True or False.",
                 "Use True during rollout to see what the policy would suppress.",
             )
         )
     return problems
 
 
-def _size_problems(values: Mapping[str, Any]) -> list[Problem]:
-    problems = []
-    for key, check_id, minimum in (
-        ("MAX_MESSAGE_BYTES", "bounce_tracker.E012", 64 * 1024),
-        ("RAW_MESSAGE_MAX_BYTES", "bounce_tracker.E013", 0),
-    ):
-        value = values.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            problems.append(
-                Problem(
-                    check_id,
-                    f"{_setting(values, key)} must be a whole number of bytes, at least {minimum}.",
-                    f"The default is {DEFAULTS[key]}.",
-                )
+def byte_count_problems(
+    values: Mapping[str, Any], key: str, check_id: str, minimum: int
+) -> list[Problem]:
+    """The problem (``check_id``) with a setting that must be a byte count >= ``minimum``."""
+    value = values.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        return [
+            Problem(
+                check_id,
+                f"{describe(values, key)} must be a whole number of bytes, at least {minimum}.",
+                f"The default is {DEFAULTS[key]}.",
             )
+        ]
+    return []
+
+
+def _size_problems(values: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    problems += byte_count_problems(values, "RAW_MESSAGE_MAX_BYTES", "bounce_tracker.E013", 0)
     cap = values.get("UNMATCHED_MAX_MESSAGES")
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         problems.append(
             Problem(
                 "bounce_tracker.E014",
-                f"{_setting(values, 'UNMATCHED_MAX_MESSAGES')} must be a whole number, at least 1.",
+                f"{describe(values, 'UNMATCHED_MAX_MESSAGES')} must be a whole number, at least 1.",
                 "It bounds the unmatched mail kept (the newest are kept); the default is "
                 f"{DEFAULTS['UNMATCHED_MAX_MESSAGES']}.",
             )
@@ -324,118 +292,89 @@ def _size_problems(values: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-def _database_down_problems(values: Mapping[str, Any]) -> list[Problem]:
-    if values.get("SEND_WHEN_DATABASE_DOWN") in DATABASE_DOWN_MODES:
+def unknown_key_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """A warning for keys no room reads (a misspelt key would otherwise be ignored)."""
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if not unknown:
         return []
     return [
         Problem(
-            "bounce_tracker.E015",
-            f"{_setting(values, 'SEND_WHEN_DATABASE_DOWN')} must be one of "
-            f"{', '.join(repr(mode) for mode in DATABASE_DOWN_MODES)}.",
-            "'fail' (the default) raises and sends nothing while the database is down; "
-            "'send_untracked' sends without the suppression policy and without counting.",
+            "bounce_tracker.W001",
+            f"Unknown BOUNCE_TRACKER keys: {', '.join(unknown)}.",
+            f"Known keys: {', '.join(sorted(DEFAULTS))}. Check the spelling.",
+            level="warning",
         )
     ]
 
 
-def _mailbox_problems(values: Mapping[str, Any]) -> list[Problem]:
-    url = values.get("MAILBOX_URL")
-    if url is None and values.get("MAILBOX_PROCESSED_FOLDER") is None:
-        return []  # the usual case: no mailbox, nothing to import
-    from bounce_tracker.receiving.mailbox import parse_mailbox_url, processed_folder_problem
-
-    problems = []
-    parsed = None
-    if url is not None:
-        try:
-            parsed = parse_mailbox_url(url)
-        except ValueError as exc:
-            problems.append(
-                Problem(
-                    "bounce_tracker.E016",
-                    f"BOUNCE_TRACKER['MAILBOX_URL'] is not a usable mailbox URL: {exc}",
-                    "Use imap://, imaps://, imap+starttls://, pop3://, pop3s:// or "
-                    "pop3+starttls://USER:PASSWORD@HOST[:PORT][/FOLDER], with reserved "
-                    "characters in USER and PASSWORD percent-encoded; or None.",
-                )
-            )
-    folder = values.get("MAILBOX_PROCESSED_FOLDER")
-    reason = processed_folder_problem(folder, parsed)
-    if reason:
-        problems.append(
-            Problem(
-                "bounce_tracker.E017",
-                f"{_setting(values, 'MAILBOX_PROCESSED_FOLDER')} {reason}",
-                "Name an IMAP folder other than the one polled (it is created when "
-                "missing), or use None to delete recorded messages.",
-            )
-        )
-    return problems
+def core_problems(values: Mapping[str, Any]) -> list[Problem]:
+    """Every problem with the keys every room reads; empty when all is well."""
+    return (
+        _domain_problems(values)
+        + _verp_problems(values)
+        + _threshold_problems(values)
+        + _size_problems(values)
+    )
 
 
-def validate(values: Mapping[str, Any]) -> list[Problem]:
-    """Every problem with a merged settings dict; empty when all is well."""
-    problems = []
-    unknown = sorted(set(values) - set(DEFAULTS))
-    if unknown:
-        problems.append(
-            Problem(
-                "bounce_tracker.W001",
-                f"Unknown BOUNCE_TRACKER keys: {', '.join(unknown)}.",
-                f"Known keys: {', '.join(sorted(DEFAULTS))}. Check the spelling.",
-                level="warning",
-            )
-        )
-    problems += _domain_problems(values)
-    problems += _verp_problems(values)
-    problems += _backend_problems(values)
-    problems += _policy_problems(values)
-    problems += _threshold_problems(values)
-    problems += _size_problems(values)
-    problems += _database_down_problems(values)
-    problems += _mailbox_problems(values)
-    return problems
+# Validating a room's settings may import its backend and policy, too slow to repeat
+# for every recipient of a large batch; so results are kept per room and distinct
+# settings value.
+_validated: dict[tuple[str, str], Any] = {}
 
 
-# Validation imports the backend and the policy, too slow to repeat for every
-# recipient of a large batch; so results are kept per distinct settings value.
-_validated: dict[str, TrackerSettings] = {}
+def validated_settings(
+    room: str,
+    values: Mapping[str, Any],
+    problems: Callable[[Mapping[str, Any]], list[Problem]],
+    build: Callable[[Mapping[str, Any]], T],
+) -> T:
+    """``build(values)`` once ``problems(values)`` has no error, cached per room and value.
 
-
-def get_settings(overrides: Mapping[str, Any] | None = None) -> TrackerSettings:
-    """The validated settings, read now; raises ImproperlyConfigured on the first error."""
-    values = merged_settings(overrides)
-    key = repr(sorted(values.items()))
+    Raises ImproperlyConfigured naming the first error and its check ID. For the
+    rooms' ``get_*_settings`` functions: ``problems`` covers the core keys and the
+    room's own, nothing else.
+    """
+    key = (room, repr(sorted(values.items())))
     cached = _validated.get(key)
     if cached is not None:
-        return cached
-    if len(_validated) > 32:
-        _validated.clear()
-    _validated[key] = result = _build_settings(values)
-    return result
-
-
-def _build_settings(values: dict[str, Any]) -> TrackerSettings:
-    errors = [p for p in validate(values) if p.level == "error"]
+        return cached  # type: ignore[no-any-return]
+    errors = [problem for problem in problems(values) if problem.level == "error"]
     if errors:
         first = errors[0]
         raise ImproperlyConfigured(f"{first.msg} {first.hint} ({first.id})")
+    if len(_validated) > 64:
+        _validated.clear()
+    _validated[key] = result = build(values)
+    return result
+
+
+def core_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`TrackerSettings` fields from validated values (for the rooms' builders)."""
     secret = values["VERP_SECRET"]
-    return TrackerSettings(
-        bounce_domain=normalize_domain(values["BOUNCE_DOMAIN"]),
-        verp_prefix=values["VERP_PREFIX"],
-        verp_delimiter=values["VERP_DELIMITER"],
-        verp_format=values["VERP_FORMAT"],
-        verp_secret=secret.encode() if isinstance(secret, str) else secret,
-        backend=values["BACKEND"],
-        policy=values["POLICY"],
-        soft_bounce_limit=values["SOFT_BOUNCE_LIMIT"],
-        soft_bounce_window=timedelta(days=values["SOFT_BOUNCE_WINDOW_DAYS"]),
-        observe_only=values["OBSERVE_ONLY"],
-        max_message_bytes=values["MAX_MESSAGE_BYTES"],
-        raw_message_max_bytes=values["RAW_MESSAGE_MAX_BYTES"],
-        unmatched_max_messages=values["UNMATCHED_MAX_MESSAGES"],
-        send_when_database_down=values["SEND_WHEN_DATABASE_DOWN"],
-        mailbox_url=values["MAILBOX_URL"],
-        mailbox_processed_folder=values["MAILBOX_PROCESSED_FOLDER"],
+    return {
+        "bounce_domain": normalize_domain(values["BOUNCE_DOMAIN"]),
+        "verp_prefix": values["VERP_PREFIX"],
+        "verp_delimiter": values["VERP_DELIMITER"],
+        "verp_format": values["VERP_FORMAT"],
+        "verp_secret": secret.encode() if isinstance(secret, str) else secret,
+        "soft_bounce_limit": values["SOFT_BOUNCE_LIMIT"],
+        "soft_bounce_window": timedelta(days=values["SOFT_BOUNCE_WINDOW_DAYS"]),
+        "observe_only": values["OBSERVE_ONLY"],
+        "raw_message_max_bytes": values["RAW_MESSAGE_MAX_BYTES"],
+        "unmatched_max_messages": values["UNMATCHED_MAX_MESSAGES"],
+    }
+
+
+def get_settings(overrides: Mapping[str, Any] | None = None) -> TrackerSettings:
+    """The keys every room reads, validated now; raises ImproperlyConfigured on the first error.
+
+    Only those keys are validated: a mistake in a room's own key (``BACKEND``,
+    ``MAILBOX_URL``…) doesn't stop code that needs only these.
+    """
+    return validated_settings(
+        "core",
+        merged_settings(overrides),
+        core_problems,
+        lambda values: TrackerSettings(**core_fields(values)),
     )

@@ -43,9 +43,10 @@ from urllib.parse import quote, unquote, urlsplit
 from django.db import DatabaseError
 
 from bounce_tracker.core.events import Outcome
-from bounce_tracker.core.settings import TrackerSettings, normalize_domain
+from bounce_tracker.core.settings import normalize_domain
 from bounce_tracker.models import EventSource
 from bounce_tracker.receiving.receive import IncomingMessage, MessageBuilder, receive_message
+from bounce_tracker.receiving.settings import ReceivingSettings
 
 logger = logging.getLogger("bounce_tracker")
 
@@ -276,7 +277,7 @@ class MailboxPoller:
     def __init__(
         self,
         url: MailboxURL,
-        tracker_settings: TrackerSettings,
+        tracker_settings: ReceivingSettings,
         *,
         processed_folder: str | None = None,
         should_stop: Callable[[], bool] = lambda: False,

@@ -40,11 +40,11 @@ from bounce_tracker.core.addresses import (
     normalize_email,
     parse_address,
 )
-from bounce_tracker.core.settings import DEFAULTS, get_settings
+from bounce_tracker.core.settings import DEFAULTS
 from bounce_tracker.core.signals import recipient_suppressed
 from bounce_tracker.core.verp import encode_local_part, return_path
 from bounce_tracker.models import EmailAddressTracker
-from bounce_tracker.policy import Verdict, load_policy
+from bounce_tracker.policy import Verdict
 from bounce_tracker.sending.refusals import (
     Refusal,
     anymail_refusal,
@@ -54,6 +54,7 @@ from bounce_tracker.sending.refusals import (
     refusal_from_error,
     reply_text,
 )
+from bounce_tracker.sending.settings import get_sending_settings, load_policy
 from bounce_tracker.sending.tracking import ensure_trackers, record_sent
 
 logger = logging.getLogger("bounce_tracker")
@@ -152,7 +153,7 @@ class BounceTrackingBackend(BaseEmailBackend):
             name.upper(): kwargs.pop(name) for name in list(kwargs) if name.upper() in DEFAULTS
         }
         super().__init__(fail_silently=fail_silently)
-        self.tracker_settings = get_settings(overrides)
+        self.tracker_settings = get_sending_settings(overrides)
         backend_class = import_string(self.tracker_settings.backend)
         self.inner: BaseEmailBackend = backend_class(fail_silently=False, **kwargs)
         self.policy = load_policy(self.tracker_settings)

@@ -82,10 +82,10 @@ class Command(BaseCommand):
         return options
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from bounce_tracker.core.settings import get_settings
         from bounce_tracker.receiving.receive import read_message, receive_message
+        from bounce_tracker.receiving.settings import get_receiving_settings
 
-        tracker_settings = get_settings()
+        tracker_settings = get_receiving_settings()
         message = read_message(sys.stdin.buffer, tracker_settings.max_message_bytes)
         receive_message(
             message, options["sender"], options["recipient"], tracker_settings=tracker_settings

@@ -55,6 +55,9 @@ class Command(BaseCommand):
         "Record the bounces waiting in the bounce mailbox (IMAP or POP3, "
         "BOUNCE_TRACKER['MAILBOX_URL']), then remove or move them; other mail is left alone."
     )
+    # Not every app's system checks: a bad key of another room (BACKEND, say) must not
+    # stop the poller. It validates the keys it reads itself, with the same check IDs.
+    requires_system_checks: tuple[str, ...] = ()
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -76,14 +79,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from bounce_tracker.core.settings import get_settings
         from bounce_tracker.receiving.mailbox import (
             MailboxPoller,
             parse_mailbox_url,
             processed_folder_problem,
         )
+        from bounce_tracker.receiving.settings import get_mailbox_settings
 
-        tracker_settings = get_settings()
+        tracker_settings = get_mailbox_settings()
         url_text = options["url"] or tracker_settings.mailbox_url
         if not url_text:
             raise CommandError("No mailbox: set BOUNCE_TRACKER['MAILBOX_URL'] or pass --url.")

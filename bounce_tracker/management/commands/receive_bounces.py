@@ -255,6 +255,9 @@ class Command(BaseCommand):
         "Run the resident LMTP receiver for bounces (Postfix: lmtp:inet:127.0.0.1:10025). "
         "Replies 250 per recipient when recorded or stored, 451 when Postfix should retry."
     )
+    # Not every app's system checks: a bad key of another room (BACKEND, say) must not
+    # stop the receiver. It validates the keys it reads itself, with the same check IDs.
+    requires_system_checks: tuple[str, ...] = ()
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -296,9 +299,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from django.db import connections
 
-        from bounce_tracker.core.settings import get_settings
+        from bounce_tracker.receiving.settings import get_receiving_settings
 
-        tracker_settings = get_settings()
+        tracker_settings = get_receiving_settings()
         max_bytes = options["max_message_bytes"] or tracker_settings.max_message_bytes
         if max_bytes < 1024:
             raise CommandError("--max-message-bytes must be at least 1024.")
