@@ -7,6 +7,7 @@
 #   make bench   the send-overhead benchmark
 #   make fuzz    fuzz the bounce classifier (FUZZ_SECONDS=600), see fuzz/README.md
 #   make dist    the wheel and the sdist in dist/ (python -m build)
+#   make screenshots  the admin screenshots in docs/screenshots/ (browser tests, MariaDB)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -25,6 +26,7 @@ DEMO_DB ?= sqlite:///$(CURDIR)/example_project/demo.sqlite3
 DEMO_ADDR ?= 127.0.0.1:8000
 
 PYTEST_ARGS ?=
+SCREENSHOTS ?= $(CURDIR)/docs/screenshots
 
 .PHONY: help
 help:
@@ -126,6 +128,15 @@ docs: $(VENV)/.installed
 dist: $(VENV)/.installed
 	rm -rf dist *.egg-info
 	$(BIN)/python -m build --outdir dist .
+
+# The browser tests save their screenshots to a temporary directory; this run saves
+# them over the ones README.md and docs/admin.rst show (or into SCREENSHOTS=DIR).
+# Needs MariaDB and Chromium: a missing one fails the run.
+.PHONY: screenshots
+screenshots: $(VENV)/.installed
+	BOUNCE_TRACKER_REQUIRE_SERVICES=1 BOUNCE_TRACKER_SCREENSHOTS=$(SCREENSHOTS) \
+		DATABASE_URL=$(MYSQL_URL) \
+		$(BIN)/python -m pytest -m browser tests/browser/test_admin_browser.py $(PYTEST_ARGS)
 
 .PHONY: bench
 bench: $(VENV)/.installed

@@ -2,12 +2,18 @@
 
 Never ``playwright install``: it downloads a browser, which this project doesn't
 need and can't fetch. The browser is /usr/bin/chromium from Debian's package.
+
+The tests take screenshots of the admin pages into a temporary directory, or into
+``$BOUNCE_TRACKER_SCREENSHOTS`` when set: ``make screenshots`` sets it to
+docs/screenshots/ to refresh the pictures in the documentation. A test run never
+writes into docs/ otherwise.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +46,15 @@ def browser() -> Iterator[Any]:
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where this test saves its screenshots: ``$BOUNCE_TRACKER_SCREENSHOTS`` or tmp_path."""
+    chosen = os.environ.get("BOUNCE_TRACKER_SCREENSHOTS")
+    directory = Path(chosen).resolve() if chosen else tmp_path / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Playwright drives Debian's Chromium against ``live_server``. The data comes from
 real DSNs fed through the receiving code, so the history, states and chart are
-what a site would show. The tests also take the screenshots in ``docs/``.
+what a site would show. The tests also take the screenshots that ``make screenshots``
+puts in docs/screenshots/ (tests/browser/conftest.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from tests import messages
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "support-password-123"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 XSS = '<script>alert("xss")</script><img src=x onerror=alert(2)>'
 
 
@@ -90,13 +90,14 @@ def logged_in(page, live_server, support_user):
     return page
 
 
-def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+def screenshot(page, directory: Path, name: str) -> None:
+    path = directory / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 0
 
 
 def test_search_an_address_and_toggle_ignore_bounces_in_one_click(
-    logged_in, live_server, demo_data
+    logged_in, live_server, demo_data, screenshots
 ):
     from playwright.sync_api import expect
 
@@ -104,7 +105,7 @@ def test_search_an_address_and_toggle_ignore_bounces_in_one_click(
     page.goto(f"{live_server.url}/admin/bounce_tracker/emailaddresstracker/")
     expect(page.locator("#result_list")).to_contain_text("gone@example.net")
     expect(page.locator("#result_list")).to_contain_text("suppressed: hard")
-    screenshot(page, "address-list.png")
+    screenshot(page, screenshots, "address-list.png")
 
     page.fill("#searchbar", "GONE@Example")
     page.press("#searchbar", "Enter")
@@ -120,7 +121,9 @@ def test_search_an_address_and_toggle_ignore_bounces_in_one_click(
     assert EmailAddressTracker.objects.get(email="gone@example.net").ignore_bounces
 
 
-def test_read_the_history_then_un_suppress_after_confirming(logged_in, live_server, demo_data):
+def test_read_the_history_then_un_suppress_after_confirming(
+    logged_in, live_server, demo_data, screenshots
+):
     from playwright.sync_api import expect
 
     page = logged_in
@@ -129,7 +132,7 @@ def test_read_the_history_then_un_suppress_after_confirming(logged_in, live_serv
     expect(page.locator("#content")).to_contain_text("not sent to since")
     expect(page.locator("#content")).to_contain_text("5.1.1")
     expect(page.locator("#content")).to_contain_text("User unknown")
-    screenshot(page, "address-detail.png")
+    screenshot(page, screenshots, "address-detail.png")
 
     page.goto(f"{live_server.url}/admin/bounce_tracker/emailaddresstracker/?q=gone")
     page.locator("#result_list tbody input.action-select").first.check()
@@ -145,7 +148,7 @@ def test_read_the_history_then_un_suppress_after_confirming(logged_in, live_serv
     assert (tracker.suppressed_reason, tracker.bounce_count) == ("", 0)
 
 
-def test_the_dashboard_shows_the_bounce_chart(logged_in, live_server, demo_data):
+def test_the_dashboard_shows_the_bounce_chart(logged_in, live_server, demo_data, screenshots):
     from playwright.sync_api import expect
 
     page = logged_in
@@ -155,7 +158,7 @@ def test_the_dashboard_shows_the_bounce_chart(logged_in, live_server, demo_data)
     expect(chart).to_be_visible()
     expect(chart.locator("title").first).to_contain_text("per day by kind")
     expect(page.locator("#content")).to_contain_text("example.org")
-    screenshot(page, "dashboard.png")
+    screenshot(page, screenshots, "dashboard.png")
 
 
 def test_a_script_in_a_stored_diagnostic_is_shown_as_text_and_never_runs(
