@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 
-from bounce_tracker.classify.classifier import MAX_DIAGNOSTIC_CHARS, Classification, _classify
+from bounce_tracker.classify.classifier import _classify
 from bounce_tracker.classify.dsn import MAX_RECIPIENT_RECORDS
-from bounce_tracker.core.kinds import BounceKind
+from bounce_tracker.classify.limits import MAX_DIAGNOSTIC_CHARS
+from bounce_tracker.core.kinds import BounceKind, Classification
 
 # What diagnosis.enhanced_codes can produce: class 2/4/5, subject 0-7, detail 0-999
 # without leading zeros.

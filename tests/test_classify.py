@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from bounce_tracker.classify import Classification, classify_message
 from bounce_tracker.classify import classifier as classify_module
-from bounce_tracker.classify.classifier import decode_header_value
 from bounce_tracker.classify.diagnosis import (
     basic_codes,
     enhanced_codes,
@@ -31,6 +30,7 @@ from bounce_tracker.classify.dsn import (
     parse_report_fields,
     strip_type,
 )
+from bounce_tracker.classify.mime import decode_header_value
 from bounce_tracker.core.kinds import BounceKind
 
 HARD, SOFT = BounceKind.HARD, BounceKind.SOFT

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bounce_tracker.classify import classifier as classify_module
-from bounce_tracker.classify import classify_message
+from bounce_tracker.classify import classify_message, delivery_status
 from bounce_tracker.classify.diagnosis import failure_kind
+from bounce_tracker.classify.limits import MAX_REPORT_DECISION_CHARS
 from bounce_tracker.core.kinds import BounceKind
 from fuzz.invariants import check
 
@@ -72,14 +72,15 @@ def test_decision_text_of_one_report_is_bounded_in_all(monkeypatch):
         read.append(len(text))
         return failure_kind(status, text)
 
-    monkeypatch.setattr(classify_module, "failure_kind", counting)
+    monkeypatch.setattr(delivery_status, "failure_kind", counting)
     words = "lorem ipsum dolor sit amet consectetur " * 80
     raw = _many_recipient_dsn(300, words[:3000] + " 550 5.1.1 user unknown")
     result = classify_message(raw)
     check(result, raw)
     assert len(result.recipients) == 300
     assert result.status == "5.1.1"  # codes are still read from the whole diagnostic
-    assert sum(read) <= 2 * classify_module.MAX_REPORT_DECISION_CHARS
+    assert len(read) >= 300  # every recipient's decision went through the patched call
+    assert sum(read) <= 2 * MAX_REPORT_DECISION_CHARS
 
 
 def test_a_few_recipients_still_get_their_whole_diagnostic():

@@ -1,0 +1,167 @@
+"""Bounces without a DSN: qmail, old Sendmail, Exchange text, Domino, Yahoo, postmasters.
+
+A message is a text bounce when its headers say so (``X-Failed-Recipients``, an
+Exchange NDR header, a ``multipart/report`` for delivery status) or its sender,
+subject and wording do (the tables in :mod:`bounce_tracker.classify.wording`); a
+person's reply or forward quoting a bounce is not one, nor is phishing mail dressed
+as one. Its recipients come from ``X-Failed-Recipients``, else the addresses its
+words name, else the returned original's recipient; each gets a verdict from the
+words beside it (:mod:`bounce_tracker.classify.snippets`). A text bounce attached
+to another message (a forward by a person or a service) is read too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bounce_tracker.classify import diagnosis
+from bounce_tracker.classify.auto_reply import auto_reply_reason
+from bounce_tracker.classify.delivery_status import overall_kind
+from bounce_tracker.classify.diagnosis import best_status, enhanced_codes, failure_kind
+from bounce_tracker.classify.dsn import MAX_RECIPIENT_RECORDS
+from bounce_tracker.classify.mime import (
+    ORIGINAL_TYPES,
+    children,
+    first_header,
+    header_values,
+    param,
+)
+from bounce_tracker.classify.report import FORWARD_SUBJECT_RE, REPLY_SUBJECT_RE, Report
+from bounce_tracker.classify.snippets import Snippets, decision_share, key_sentence
+from bounce_tracker.classify.text import addresses_in, unique
+from bounce_tracker.classify.wording import (
+    FAILURE_WORDS_RE,
+    FROM_DAEMON_RE,
+    HOST_SENTENCE_RE,
+    PHISH_RE,
+    STRONG_MARKER_RE,
+    SUBJECT_BOUNCE_RE,
+    SUCCESS_RE,
+    WEAK_MARKER_RE,
+    is_delay,
+)
+from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
+
+
+def _bounce_signals(report: Report) -> tuple[bool, str]:
+    """Whether the message is a bounce without a DSN, and which signal says so."""
+    head = report.text[:65536]
+    if report.header("x-failed-recipients") or report.header("x-ms-exchange-message-is-ndr"):
+        return True, "header"
+    if any(
+        p.content_type == "multipart/report"
+        and param(p.message, "report-type") == "delivery-status"
+        for p in report.parts
+    ):
+        return True, "report"
+    if STRONG_MARKER_RE.search(head):
+        return True, "wording"
+    # A person's reply or forward quoting a bounce is not one.
+    reply = bool(REPLY_SUBJECT_RE.match(report.subject) or FORWARD_SUBJECT_RE.match(report.subject))
+    daemon = bool(FROM_DAEMON_RE.search(report.sender))
+    subject = bool(SUBJECT_BOUNCE_RE.search(report.subject)) and not reply
+    weak = bool(WEAK_MARKER_RE.search(head))
+    if daemon and (subject or weak or FAILURE_WORDS_RE.search(head)):
+        return True, "sender"
+    automated = report.header("return-path").strip() == "<>" or bool(
+        report.header("auto-submitted")
+    )
+    if weak and not reply and (subject or automated):
+        return True, "wording"
+    if subject and not auto_reply_reason(report):
+        return True, "subject"
+    return False, ""
+
+
+def classify_text_bounce(report: Report) -> Classification | None:
+    """The verdict on a bounce without a DSN, or None when ``report`` isn't one."""
+    is_bounce, signal = _bounce_signals(report)
+    if not is_bounce:
+        return None
+    snippets = Snippets(report)
+    head = f"{report.subject}\n{report.text[:65536]}"
+    has_codes = bool(enhanced_codes(snippets.whole) or diagnosis.basic_codes(snippets.whole))
+    if signal in ("subject", "sender", "wording") and not has_codes and PHISH_RE.search(head):
+        return None
+    # Exim and Gmail name the failed addresses in a header; otherwise read the text.
+    listed = addresses_in(report.header("x-failed-recipients"))
+    addresses = unique([a.lower() for a in listed if not report.is_excluded(a)])
+    if not addresses:
+        addresses = snippets.addresses()
+    if not addresses:
+        addresses = report.original_recipient()
+    addresses = addresses[:MAX_RECIPIENT_RECORDS]
+
+    if SUCCESS_RE.search(head) and not FAILURE_WORDS_RE.search(snippets.whole):
+        kind, rule, action = BounceKind.DELIVERED, "delivered", "delivered"
+    elif is_delay(report):
+        kind, rule, action = BounceKind.DELAYED, "delayed", "delayed"
+    else:
+        kind, rule = failure_kind(None, snippets.whole)
+        action = "failed"
+    whole_status = best_status(enhanced_codes(snippets.whole))
+    whole_diagnostic = key_sentence(snippets.whole)
+
+    limit = decision_share(len(addresses))
+    recipients: list[RecipientResult] = []
+    rules: list[str] = []
+    for address in addresses:
+        words = snippets.for_address(address)[:limit]
+        r_kind, r_rule, r_status, r_diag = kind, rule, whole_status, whole_diagnostic
+        if action == "failed" and words and diagnosis.failure_evidence(words):
+            r_kind, r_rule = failure_kind(None, words)
+            r_status = best_status(enhanced_codes(words)) or whole_status
+            r_diag = key_sentence(words)
+        recipients.append(
+            RecipientResult(
+                address=address, status=r_status, kind=r_kind, action=action, diagnostic=r_diag
+            )
+        )
+        rules.append(r_rule)
+    if recipients:
+        overall = overall_kind([r.kind for r in recipients])
+        index = next(i for i, r in enumerate(recipients) if r.kind == overall)
+        status, diagnostic, rule = (
+            recipients[index].status,
+            recipients[index].diagnostic,
+            rules[index],
+        )
+    else:
+        overall, status, diagnostic = kind, whole_status, whole_diagnostic
+    if overall == BounceKind.DELIVERED:
+        status = status if status and status[0] == "2" else None
+    return Classification(
+        kind=overall,
+        status=status,
+        diagnostic=diagnostic,
+        recipients=tuple(recipients),
+        reporting_mta=_reporting_host(report),
+        original_message_id=report.original_message_id(),
+        reason=f"{signal}:{rule}",
+    )
+
+
+def _reporting_host(report: Report) -> str:
+    match = HOST_SENTENCE_RE.search(report.text[:65536])
+    if match:
+        return match.group(1).strip(".")[:255]
+    addresses = addresses_in(report.sender)
+    if addresses and FROM_DAEMON_RE.search(report.sender):
+        return addresses[0].rpartition("@")[2].lower()[:255]
+    return ""
+
+
+def classify_forwarded_bounce(report: Report) -> Classification | None:
+    """A text bounce attached to another message (forwarded by a person or a service)."""
+    for part in report.parts:
+        if part.enclosed != 0 or part.content_type not in ORIGINAL_TYPES:
+            continue
+        inner = children(part.message)
+        if not inner:
+            continue
+        if not FROM_DAEMON_RE.search(first_header(header_values(inner[0]), "from")):
+            continue
+        result = classify_text_bounce(Report.build(inner[0]))
+        if result is not None:
+            return replace(result, reason=f"forwarded {result.reason}")
+    return None
