@@ -44,7 +44,7 @@ def build_source(url: str, rows: int) -> None:
     """Create the scratch source database and its legacy table."""
     import MySQLdb
 
-    from bounce_tracker.ops.legacy import parse_source_url
+    from bounce_tracker.ops.legacy.source import parse_source_url
     from tests.test_import_legacy_tracker import INSERT, LEGACY_DDL, big_legacy_table
 
     source = parse_source_url(url)
@@ -68,7 +68,7 @@ def build_source(url: str, rows: int) -> None:
 def drop_source(url: str) -> None:
     import MySQLdb
 
-    from bounce_tracker.ops.legacy import parse_source_url
+    from bounce_tracker.ops.legacy.source import parse_source_url
 
     kwargs = parse_source_url(url).connect_kwargs()
     database = kwargs.pop("database")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import socket
 import time
 import zoneinfo
@@ -28,11 +29,11 @@ from bounce_tracker.models import BounceEvent, EmailAddressTracker
 from bounce_tracker.ops.legacy import (
     ImportReport,
     LegacyImporter,
-    Progress,
-    clean_address,
-    legacy_datetime,
-    parse_source_url,
+    LegacyImportError,
+    import_legacy_table,
 )
+from bounce_tracker.ops.legacy.cleaning import InvalidLegacyRowError, clean_address, legacy_datetime
+from bounce_tracker.ops.legacy.source import parse_source_url
 from bounce_tracker.receiving.receive import Outcome, read_message, receive_message
 from tests import messages
 
@@ -84,7 +85,12 @@ def row(
 
 
 def run_import(
-    rows: list[tuple[Any, ...]], *, dry_run: bool = False, tz: str = "UTC", batch_size: int = 3
+    rows: list[tuple[Any, ...]],
+    *,
+    dry_run: bool = False,
+    tz: str = "UTC",
+    batch_size: int = 3,
+    progress: Any = None,
 ) -> ImportReport:
     report = ImportReport(source="memory", table="EmailAddressTracker", dry_run=dry_run)
     importer = LegacyImporter(
@@ -92,8 +98,9 @@ def run_import(
         source_tz=zoneinfo.ZoneInfo(tz),
         report=report,
         batch_size=batch_size,
+        progress=progress,
     )
-    return importer.run(rows)
+    return importer.run(rows, total_rows=len(rows))
 
 
 def snapshot() -> list[tuple[Any, ...]]:
@@ -125,8 +132,6 @@ def utc(*args: int) -> datetime:
     ],
 )
 def test_invalid_addresses_are_refused_with_a_reason(value, reason):
-    from bounce_tracker.ops.legacy import InvalidLegacyRowError
-
     with pytest.raises(InvalidLegacyRowError, match=reason):
         clean_address(value)
 
@@ -186,18 +191,36 @@ def test_an_unknown_time_zone_is_a_command_error():
         )
 
 
-def test_progress_line_is_rewritten_in_place():
-    written: list[str] = []
-    progress = Progress(written.append, total=10, interval=0)
-    progress.update(5)
-    progress.phase("writing", 8)
-    progress.update(8)
-    progress.finish()
-    assert written[0].startswith("\rreading: 5/10 rows, ")
-    assert written[0].endswith(" rows/s")
-    assert written[1].startswith("\rwriting: 8/8 rows")
-    assert written[-1].strip() == ""
-    Progress(None, total=10).update(5)  # silent
+@pytest.mark.parametrize(
+    ("argument", "value", "option"),
+    [("batch_size", 0, "--batch-size"), ("timezone_name", "Mars/Olympus", "--source-timezone")],
+)
+def test_library_errors_name_the_argument_and_the_command_names_its_option(argument, value, option):
+    url = "mysql://root@127.0.0.1/db"
+    with pytest.raises(LegacyImportError) as raised:
+        import_legacy_table(url, get_settings(), **{argument: value})
+    assert raised.value.argument == argument
+    assert "--" not in str(raised.value)
+    with pytest.raises(CommandError, match=f"^{option}: {re.escape(str(raised.value))}$"):
+        call_command("import_legacy_tracker", url, option, str(value))
+
+
+@pytest.mark.django_db
+def test_progress_is_reported_per_phase_with_its_total():
+    reports: list[tuple[str, int, int | None]] = []
+    rows = [row(f"user{index}@example.com") for index in range(7)]
+    rows.append(row("user0@EXAMPLE.com", "sentto-user0=example.com"))  # merged into user0
+
+    run_import(rows, batch_size=3, progress=lambda *report: reports.append(report))
+
+    # All 8 source rows read, then the 7 addresses written in batches of 3.
+    assert reports == [
+        ("reading", 8, 8),
+        ("writing", 0, 7),
+        ("writing", 3, 7),
+        ("writing", 6, 7),
+        ("writing", 7, 7),
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -757,3 +780,30 @@ def test_the_command_reads_zero_dates_and_a_source_time_zone(legacy_server):
     assert zed.last_email == utc(2024, 7, 1, 10)
     assert zed.msg_count == 3
     assert "merged: zed@example.com <- 'Zed@Example.com', 'zed@example.com'" in out.getvalue()
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.mysql
+@pytest.mark.django_db
+def test_the_command_draws_a_bar_per_phase_on_a_terminal(legacy_server):
+    legacy_server.create_table(
+        "Small", [row("amy@example.com"), row("Amy@Example.com"), row("bo@example.com")]
+    )
+    out, err = io.StringIO(), FakeTerminal()
+
+    call_command(
+        "import_legacy_tracker", legacy_server.url(), table="Small", stdout=out, stderr=err
+    )
+
+    bars = err.getvalue()
+    # Three source rows read, then two addresses written; each bar ends on its own line.
+    assert re.search(r"\rreading: 100%.*\b3/3 \[", bars), bars
+    assert re.search(r"\rwriting: 100%.*\b2/2 \[", bars), bars
+    assert bars.endswith("\n")
+    assert bars.index("reading") < bars.index("writing")
+    assert "\r" not in out.getvalue()
+    assert "Imported 3 rows" in out.getvalue()

@@ -6,9 +6,10 @@ Reads the PHP recipe's ``EmailAddressTracker`` table from a MySQL/MariaDB databa
 what would change and writes nothing. Running it again changes nothing.
 
 Output: examples of what was merged, skipped, re-encoded or in conflict, then a
-one-paragraph summary, on standard output; a progress line on standard error when it
-is a terminal. Exit status 1 (a :class:`CommandError`) only when the source can't be
-read as the original table: a bad URL, no connection, a missing table or column.
+one-paragraph summary, on standard output; progress bars (reading the rows, writing
+the addresses) on standard error when it is a terminal. Exit status 1 (a
+:class:`CommandError`) only when the source can't be read as the original table: a
+bad URL, no connection, a missing table or column, or a bad option.
 """
 
 from __future__ import annotations
@@ -18,12 +19,25 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bounce_tracker.core.settings import get_settings
+from bounce_tracker.management.progress import ProgressBars
 from bounce_tracker.ops.legacy import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_TABLE,
     LegacyImportError,
     import_legacy_table,
 )
+
+#: The option that sets each argument of import_legacy_table, for error messages.
+_OPTIONS = {"batch_size": "--batch-size", "timezone_name": "--source-timezone"}
+
+
+def _command_error(exc: LegacyImportError) -> CommandError:
+    """The library's error, worded with this command's options."""
+    if exc.argument == "table":
+        hint = f"Did you mean --table {exc.suggestion}?" if exc.suggestion else "Use --table NAME."
+        return CommandError(f"{exc} {hint}")
+    option = _OPTIONS.get(exc.argument or "")
+    return CommandError(f"{option}: {exc}" if option else str(exc))
 
 
 class Command(BaseCommand):
@@ -64,25 +78,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        progress = None
-        if self.stderr.isatty():
-
-            def progress(text: str) -> None:
-                self.stderr.write(text, style_func=str, ending="")  # no colour
-                self.stderr.flush()
-
         try:
-            report = import_legacy_table(
-                options["source_url"],
-                get_settings(),
-                table=options["table"],
-                dry_run=options["dry_run"],
-                batch_size=options["batch_size"],
-                timezone_name=options["source_timezone"],
-                progress=progress,
-            )
+            with ProgressBars(self.stderr) as bars:
+                report = import_legacy_table(
+                    options["source_url"],
+                    get_settings(),
+                    table=options["table"],
+                    dry_run=options["dry_run"],
+                    batch_size=options["batch_size"],
+                    timezone_name=options["source_timezone"],
+                    progress=bars.show,
+                )
         except LegacyImportError as exc:
-            raise CommandError(str(exc)) from None
+            raise _command_error(exc) from None
         if options["verbosity"] >= 1:
             for line in report.details():
                 self.stdout.write(line)
