@@ -47,10 +47,12 @@ HISTORY_EVENTS = 200
 
 
 def configure_django(database: dict[str, Any]) -> None:
-    """A site with the admin (as tests/settings.py has it), then ``django.setup()``, migrate."""
+    """The test suite's site (its apps, middleware, templates, URLs), then setup and migrate."""
     import django
     from django.conf import settings
     from django.core.management import call_command
+
+    from tests.settings import INSTALLED_APPS, MIDDLEWARE, TEMPLATES
 
     settings.configure(
         SECRET_KEY="benchmark-only-secret-key-" + "0123456789" * 4,
@@ -58,36 +60,10 @@ def configure_django(database: dict[str, Any]) -> None:
         USE_TZ=True,
         TIME_ZONE="UTC",
         ALLOWED_HOSTS=["testserver"],
-        INSTALLED_APPS=[
-            "django.contrib.admin",
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "django.contrib.sessions",
-            "django.contrib.messages",
-            "django.contrib.staticfiles",
-            "bounce_tracker",
-        ],
-        MIDDLEWARE=[
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "django.middleware.common.CommonMiddleware",
-            "django.middleware.csrf.CsrfViewMiddleware",
-            "django.contrib.auth.middleware.AuthenticationMiddleware",
-            "django.contrib.messages.middleware.MessageMiddleware",
-        ],
+        INSTALLED_APPS=INSTALLED_APPS,
+        MIDDLEWARE=MIDDLEWARE,
         ROOT_URLCONF="tests.urls",
-        TEMPLATES=[
-            {
-                "BACKEND": "django.template.backends.django.DjangoTemplates",
-                "APP_DIRS": True,
-                "OPTIONS": {
-                    "context_processors": [
-                        "django.template.context_processors.request",
-                        "django.contrib.auth.context_processors.auth",
-                        "django.contrib.messages.context_processors.messages",
-                    ]
-                },
-            }
-        ],
+        TEMPLATES=TEMPLATES,
         STATIC_URL="/static/",
         DATABASES={"default": database},
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",

@@ -25,6 +25,7 @@ import pytest
 from django.db import connection
 
 import bounce_tracker
+from tests import settings as suite_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # The interpreter `make` builds virtualenvs from (see the Makefile).
@@ -282,6 +283,8 @@ def test_installed_wheel_migrates_checks_and_runs_its_commands_outside_the_check
         env=env,
     )
 
+    # The suite's own apps, middleware and templates (tests/settings.py), written out:
+    # the site can't import the checkout.
     (site / "site_settings.py").write_text(
         f"""\
 SECRET_KEY = "packaging-test-only"
@@ -289,34 +292,10 @@ USE_TZ = True
 DATABASES = {{
     "default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {str(tmp_path / "db.sqlite3")!r}}}
 }}
-INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "bounce_tracker",
-]
-MIDDLEWARE = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-]
+INSTALLED_APPS = {suite_settings.INSTALLED_APPS!r}
+MIDDLEWARE = {suite_settings.MIDDLEWARE!r}
 ROOT_URLCONF = "site_urls"
-TEMPLATES = [
-    {{
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {{
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        }},
-    }}
-]
+TEMPLATES = {suite_settings.TEMPLATES!r}
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 BOUNCE_TRACKER = {{"BOUNCE_DOMAIN": {BOUNCE_DOMAIN!r}}}
