@@ -58,17 +58,18 @@ def run_without_postfix_and_anymail(require: str) -> subprocess.CompletedProcess
     )
 
 
-def test_without_postfix_and_anymail_the_run_skips_them_by_default():
-    result = run_without_postfix_and_anymail("0")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 skipped" in result.stdout
-    assert "/nonexistent/postfix is missing" in result.stdout
-    assert "django-anymail can't be imported" in result.stdout
-
-
-def test_without_postfix_and_anymail_the_run_fails_when_services_are_required():
-    result = run_without_postfix_and_anymail("1")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "2 errors" in result.stdout
-    assert "REQUIRE_SERVICES=1 but /nonexistent/postfix is missing" in result.stdout
-    assert "REQUIRE_SERVICES=1 but django-anymail can't be imported" in result.stdout
+@pytest.mark.parametrize(
+    ("require", "returncode", "summary", "prefix"),
+    [
+        ("0", 0, "2 skipped", ""),
+        ("1", 1, "2 errors", "BOUNCE_TRACKER_REQUIRE_SERVICES=1 but "),
+    ],
+)
+def test_without_postfix_and_anymail_their_tests_skip_or_fail_when_required(
+    require, returncode, summary, prefix
+):
+    result = run_without_postfix_and_anymail(require)
+    assert result.returncode == returncode, result.stdout + result.stderr
+    assert summary in result.stdout
+    assert f"{prefix}/nonexistent/postfix is missing" in result.stdout
+    assert f"{prefix}django-anymail can't be imported" in result.stdout
