@@ -2,7 +2,7 @@
 #   make demo    the example site with demo data on http://127.0.0.1:8000/admin/
 #   make test    lint, then the whole suite on SQLite, MariaDB and PostgreSQL
 #                (and again on Django 4.2 LTS with TEST_DJANGO42=1)
-#   make lint    ruff and mypy
+#   make lint    ruff, mypy and the import rules between the rooms (import-linter)
 #   make docs    the Sphinx documentation, warnings as errors
 #   make bench   the send-overhead benchmark
 #   make fuzz    fuzz the bounce classifier (FUZZ_SECONDS=600), see fuzz/README.md
@@ -75,6 +75,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check bounce_tracker tests benchmarks example_project fuzz
 	$(BIN)/ruff format --check bounce_tracker tests benchmarks example_project fuzz
 	$(BIN)/mypy bounce_tracker
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m django makemigrations --check --dry-run --settings tests.settings >/dev/null
 
 # One pass per database; tests marked for another database's server are deselected.
