@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from bounce_tracker.classify.text import ADDRESS_LIKE_RE, WS_RE
 from bounce_tracker.core.kinds import BounceKind
 
 #: Characters of diagnostic text the decision looks at.
@@ -57,14 +58,11 @@ BASIC_CODE_RE = re.compile(
 
 HARD_STATUSES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.4.4", "5.4.310"})
 SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8"})
-# Statuses that make "mailbox unavailable"-style wording (tier 5) believable.
-_WEAK_HARD_STATUS_RE = re.compile(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
+# Statuses too generic to name a cause other than the address: they make "mailbox
+# unavailable"-style wording (tier 5) believable. See is_generic_status().
+_GENERIC_STATUS_RE = re.compile(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
 
 _URL_RE = re.compile(r"(?:https?|ftp)://[^\s<>\"')\]]{1,2000}", re.IGNORECASE)
-_EMAIL_RE = re.compile(
-    r"[\w.!#$%&'*+/=?^`{|}~-]{1,64}@(?:[\w-]{1,63}\.){1,10}[\w-]{1,63}", re.UNICODE
-)
-_WS_RE = re.compile(r"\s+")
 
 
 def _rules(*pairs: tuple[str, str]) -> tuple[re.Pattern[str], dict[str, str]]:
@@ -347,6 +345,16 @@ def best_status(codes: Sequence[str]) -> str | None:
     return failures[0] if failures else None
 
 
+def is_generic_status(status: str) -> bool:
+    """Whether ``status`` is too generic to show a cause other than the address.
+
+    5.0.0, any 5.1.x and 5.5.0: MTAs send them for unknown users and for much else,
+    so they neither prove the address dead nor show another cause (unlike, say,
+    5.2.2 for a full mailbox or 5.7.1 for a policy refusal).
+    """
+    return _GENERIC_STATUS_RE.match(status) is not None
+
+
 def normalize_text(text: str) -> str:
     """Lower case, one space between words; URLs and addresses replaced by placeholders.
 
@@ -354,8 +362,8 @@ def normalize_text(text: str) -> str:
     """
     text = text[:MAX_DECISION_CHARS]
     text = _URL_RE.sub(" url ", text)
-    text = _EMAIL_RE.sub("addr", text)
-    return _WS_RE.sub(" ", text).strip().lower()
+    text = ADDRESS_LIKE_RE.sub("addr", text)
+    return WS_RE.sub(" ", text).strip().lower()
 
 
 def failure_evidence(text: str) -> bool:
@@ -411,7 +419,7 @@ def failure_kind(status: str | None, text: str) -> tuple[BounceKind, str]:
         return BounceKind.SOFT, f"text:{rule}"
     rule = _match(_WEAK_DEAD, lowered)
     if rule and not temporary:
-        weak_ok = status is None or _WEAK_HARD_STATUS_RE.match(status)
+        weak_ok = status is None or is_generic_status(status)
         if weak_ok and (status is not None or any(c in (550, 553) for c in codes)):
             return BounceKind.HARD, f"text:{rule}"
     if status is not None:

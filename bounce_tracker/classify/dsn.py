@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from bounce_tracker.classify.text import WS_RE
+
 #: Recipient blocks kept from one report. A DSN naming more recipients than this is
 #: either hostile or a mailing-list explosion; the rest adds nothing to the verdict.
 MAX_RECIPIENT_RECORDS = 1000
@@ -46,7 +48,6 @@ RECIPIENT_FIELDS = frozenset(
 )
 
 _FIELD_RE = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,76})[ \t]*:[ \t]*(.*)")
-_WS_RE = re.compile(r"\s+")
 _BREAK = ("", "")
 
 
@@ -97,7 +98,7 @@ def iter_fields(text: str) -> Iterator[tuple[str, str]]:
 
 
 def _unfold(chunks: list[str]) -> str:
-    return _WS_RE.sub(" ", " ".join(chunks)).strip()[:MAX_FIELD_CHARS]
+    return WS_RE.sub(" ", " ".join(chunks)).strip()[:MAX_FIELD_CHARS]
 
 
 def parse_report_fields(text: str) -> ReportFields:

@@ -1,4 +1,10 @@
-"""Small text helpers every check shares: addresses in free text, whitespace, clipping."""
+"""Small text helpers every check shares: addresses in free text, whitespace, clipping.
+
+The one place for what "an address in text" looks like: the recipients read from a
+report's words (:data:`ADDRESS_RE`) and the address-shaped tokens blanked out of a
+diagnostic before its words decide (:data:`ADDRESS_LIKE_RE`) are built from the
+same parts, and differ only where their jobs do.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,22 @@ from bounce_tracker.classify.limits import MAX_DIAGNOSTIC_CHARS
 
 #: One or more white-space characters (folded to one space).
 WS_RE = re.compile(r"\s+")
-#: An address written in text; group 1 is the address. Not part of a longer run of
-#: address characters, and the domain ends in a label that starts with a letter.
+# The parts of an address as it appears in text (not RFC 5322's full grammar): a
+# local part of dot-atom characters, then up to ten dotted domain labels.
+_LOCAL_CHARS = r"[\w.!#$%&'*+/=?^`{|}~-]"
+_ADDRESS_BODY = _LOCAL_CHARS + r"{1,64}@(?:[\w-]{1,63}\.){1,10}"
+
+#: An address a report names as a recipient; group 1 is the address. Not the tail of
+#: a longer run of address characters, and the domain's last label starts with a
+#: letter (``user@192.0.2.1`` is not a recipient).
 ADDRESS_RE = re.compile(
-    r"(?<![\w.!#$%&'*+/=?^`{|}~-])([\w.!#$%&'*+/=?^`{|}~-]{1,64}@(?:[\w-]{1,63}\.){1,10}"
-    r"[A-Za-z][\w-]{0,62})",
-    re.UNICODE,
+    r"(?<!" + _LOCAL_CHARS + r")(" + _ADDRESS_BODY + r"[A-Za-z][\w-]{0,62})", re.UNICODE
 )
+#: Anything shaped like an address, for blanking out of a diagnostic before its
+#: words are weighed (:func:`bounce_tracker.classify.diagnosis.normalize_text`).
+#: Wider than :data:`ADDRESS_RE` on purpose: the words in ``spam@192.0.2.1`` or in
+#: the last 64 characters of an overlong local part must not decide either.
+ADDRESS_LIKE_RE = re.compile(_ADDRESS_BODY + r"[\w-]{1,63}", re.UNICODE)
 
 
 def addresses_in(text: str) -> list[str]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bounce_tracker.classify import Classification, RecipientResult, classify_reply
+from bounce_tracker.classify.arf import NOT_COMPLAINT_FEEDBACK_TYPES, normalize_feedback_type
+from bounce_tracker.classify.diagnosis import is_generic_status
 from bounce_tracker.core.addresses import InvalidAddressError
 from bounce_tracker.core.events import ReceiveResult, record_event, storable_text
 from bounce_tracker.core.kinds import BounceKind
@@ -54,14 +56,6 @@ RECORDED_EVENT_TYPES = frozenset(
 UNMATCHED_KINDS = frozenset({BounceKind.HARD, BounceKind.SOFT, BounceKind.COMPLAINT})
 UNMATCHED_REASON = "ESP event for an untracked address"
 
-#: ARF feedback types (RFC 5965) that are not a complaint about the mail: a "not
-#: spam" correction, an authentication failure report. The DSN classifier treats
-#: them the same way.
-NOT_COMPLAINT_FEEDBACK_TYPES = frozenset({"not-spam", "auth-failure"})
-
-# Statuses too generic to show that a failure is about something other than the
-# address (the same set that makes "mailbox unavailable" wording believable as hard).
-_GENERIC_STATUS_RE = re.compile(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
 _DSN_TYPE_RE = re.compile(r"^\s*[\w-]+\s*;\s*")
 
 
@@ -304,7 +298,7 @@ def _shows_other_cause(result: Classification) -> bool:
     if rule.startswith(("text:", "temporary:", "code:4")) or rule.endswith(" sender"):
         return True
     if rule.startswith("status:") and result.status:
-        return result.status[0] == "4" or not _GENERIC_STATUS_RE.match(result.status)
+        return result.status[0] == "4" or not is_generic_status(result.status)
     return False
 
 
@@ -349,15 +343,13 @@ def _feedback_type(payload: Mapping[str, Any], description: object) -> str:
     ]
     for value in explicit:
         if isinstance(value, str) and value.strip():
-            return _feedback_word(value)
+            return normalize_feedback_type(value)
     # anymail's description is free text for most ESPs: only a correction counts.
-    if isinstance(description, str) and _feedback_word(description) in NOT_COMPLAINT_FEEDBACK_TYPES:
-        return _feedback_word(description)
+    if isinstance(description, str):
+        feedback_type = normalize_feedback_type(description)
+        if feedback_type in NOT_COMPLAINT_FEEDBACK_TYPES:
+            return feedback_type
     return ""
-
-
-def _feedback_word(value: str) -> str:
-    return value.strip().lower().split(";", 1)[0].strip()
 
 
 def _get(payload: Any, *keys: str) -> Any:
