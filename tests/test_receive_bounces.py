@@ -19,12 +19,12 @@ import pytest
 from django.db import OperationalError, connection
 
 from bounce_tracker.core.settings import get_settings
-from bounce_tracker.management.commands.receive_bounces import (
+from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
+from bounce_tracker.receiving.lmtp.service import (
     listening_socket,
     parse_addrport,
     serve,
 )
-from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
 from tests import messages
 from tests.postfix_harness import free_port, wait_until
 from tests.test_handle_bounce import database_url
