@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from bounce_tracker.management.commands import prune_bounce_events as prune_command
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
 from bounce_tracker.ops import retention
 from bounce_tracker.ops.retention import (
@@ -423,10 +425,73 @@ def test_the_command_shows_progress_on_stderr_when_it_is_a_terminal():
     )
 
     progress = stderr.getvalue()
-    assert "\rbounce events deleted: 2 " in progress
-    assert "\rbounce events deleted: 5 " in progress
-    assert progress.endswith("\n")
+    # A tqdm bar, redrawn in place, left on the screen with its last count.
+    assert progress.startswith("\rbounce events deleted: 0 rows [")
+    assert re.search(r"\rbounce events deleted: 5 rows \[.*, 500 bytes freed\]\n$", progress)
     assert "\r" not in stdout.getvalue()
+    assert stdout.getvalue().startswith("Bounce events deleted: 5 ")
+
+
+@pytest.mark.django_db
+def test_a_run_that_changes_nothing_prints_nothing_unless_asked_for():
+    owner = tracker()
+    event(owner, timezone.now() - timedelta(days=1))  # younger than any cutoff below
+    args = ("--older-than", "30", "--unmatched-older-than", "30", "--strip-raw-older-than", "7")
+
+    # Cron mails what a job prints: a routine run with nothing to do says nothing.
+    assert run(*args) == ("", "")
+    assert run(*args, "--dry-run") == ("", "")
+    assert run(*args, "--max-raw-bytes", "1M") == ("", "")
+    assert run(*args, "--verbosity", "0") == ("", "")
+    stdout, _ = run(*args, "--verbosity", "2")
+    assert stdout.splitlines()[0].startswith("Bounce events deleted: 0 (received before ")
+    assert stdout.splitlines()[-1].startswith("Freed 0 bytes of raw messages in ")
+    # Something to do: the summary, at the default verbosity, not at 0.
+    event(owner, timezone.now() - timedelta(days=10))
+    stdout, _ = run(*args)
+    assert stdout.splitlines()[0].startswith("Bounce events deleted: 0 ")
+    assert stdout.splitlines()[2].startswith("Raw messages of bounce events stripped: 1 ")
+    quiet = event(owner, timezone.now() - timedelta(days=10))
+    assert run(*args, "--verbosity", "0") == ("", "")
+    quiet.refresh_from_db()
+    assert quiet.raw_truncated is True
+    assert BounceEvent.objects.count() == 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("arguments", "option", "argument"),
+    [
+        ({"older_than": 3}, "--older-than", "older_than"),
+        ({"unmatched_older_than": -1}, "--unmatched-older-than", "unmatched_older_than"),
+        ({"strip_raw_older_than_days": -1}, "--strip-raw-older-than", "strip_raw_older_than_days"),
+        ({"max_raw_bytes": -1}, "--max-raw-bytes", "max_raw_bytes"),
+        ({"older_than": 30, "batch_size": 0}, "--batch-size", "batch_size"),
+    ],
+)
+def test_library_errors_name_the_argument_and_the_command_names_its_option(
+    arguments, option, argument
+):
+    with pytest.raises(RetentionError) as raised:
+        prune(**arguments)
+    assert raised.value.argument == argument
+    assert "--" not in str(raised.value)
+    # The command words the same error with its option (argparse refuses most of
+    # these values before the library sees them, so the library is made to raise).
+    with (
+        mock.patch.object(prune_command, "prune", side_effect=raised.value),
+        pytest.raises(CommandError, match=f"^{option}: {re.escape(str(raised.value))}"),
+    ):
+        run("--older-than", "30")
+
+
+def test_a_short_retention_error_tells_the_command_user_how_to_allow_it():
+    with pytest.raises(RetentionError) as raised:
+        delete_unmatched_older_than(1)
+    assert "allow-short-retention" not in str(raised.value)
+    with pytest.raises(CommandError, match="--allow-short-retention to do it anyway") as error:
+        run("--unmatched-older-than", "1")
+    assert str(error.value).startswith("--unmatched-older-than: ")
 
 
 @pytest.mark.django_db

@@ -7,12 +7,17 @@ touches a tracker row: ``bounce_count``, ``last_bounce`` and the other counters,
 and the suppression mark, stay as they are, so the policy (which reads only the
 tracker row) decides exactly as before.
 
-Every function works in batches of at most ``batch_size`` rows: one query selects
-the primary keys of the next batch (in primary-key order), one statement deletes or
-updates exactly those keys and commits on its own. Row locks are held for one short
-statement, so handlers recording new bounces meanwhile never wait long. Call them
-outside any ``transaction.atomic()`` block: inside one, every batch would join the
-caller's transaction and hold its locks until the end.
+Every function works in batches of at most ``batch_size`` rows, through one walker:
+one query selects the primary keys of the next batch (in primary-key order for the
+actions by age, oldest first across both tables for the byte cap), one statement
+per table deletes or updates exactly those keys and commits on its own. Row locks
+are held for one short statement, so handlers recording new bounces meanwhile never
+wait long. A dry run walks the same batches and changes nothing. Call them outside
+any ``transaction.atomic()`` block: inside one, every batch would join the caller's
+transaction and hold its locks until the end.
+
+Errors are :class:`RetentionError`, whose ``argument`` names the argument at fault
+as :func:`prune` calls it; the messages name no command-line option.
 
 Used by ``manage.py prune_bounce_events``; usable from code too (e.g. a Celery
 task calling :func:`prune`).
@@ -22,13 +27,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from time import monotonic
+from typing import TypedDict, Unpack
 
-from django.db.models import Count, IntegerField, Max, Q, QuerySet, Sum
+from django.db.models import IntegerField, Max, Q, Sum
 from django.db.models.functions import Coalesce, Length
 from django.utils import timezone
 
@@ -56,7 +62,20 @@ ReceivedModel = type[BounceEvent] | type[UnmatchedMessage]
 
 
 class RetentionError(ValueError):
-    """An argument no retention run accepts (e.g. fewer days than the minimum)."""
+    """An argument no retention run accepts (e.g. fewer days than the minimum).
+
+    ``argument`` names it as :func:`prune` calls it (``"older_than"``,
+    ``"unmatched_older_than"``, ``"strip_raw_older_than_days"``, ``"max_raw_bytes"``,
+    ``"batch_size"``), or is None; the message names no command-line option.
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class ShortRetentionError(RetentionError):
+    """Deleting rows younger than :data:`MIN_RETENTION_DAYS` without ``allow_short_retention``."""
 
 
 @dataclass
@@ -67,6 +86,7 @@ class Counts:
     bytes: int = 0
 
     def add(self, rows: int, freed: int) -> None:
+        """Count one more batch."""
         self.rows += rows
         self.bytes += freed
 
@@ -89,9 +109,19 @@ class PruneReport:
     seconds: float = 0.0
 
     @property
+    def parts(self) -> tuple[Counts | None, ...]:
+        """The counts of each action, None for an action not asked for."""
+        return (self.events_deleted, self.unmatched_deleted, self.raw_stripped, self.raw_capped)
+
+    @property
+    def rows_changed(self) -> int:
+        """Rows deleted or stripped by all actions together (or that would be)."""
+        return sum(part.rows for part in self.parts if part is not None)
+
+    @property
     def bytes_freed(self) -> int:
-        parts = (self.events_deleted, self.unmatched_deleted, self.raw_stripped, self.raw_capped)
-        return sum(part.bytes for part in parts if part is not None)
+        """Raw-message bytes freed by all actions together (or that would be)."""
+        return sum(part.bytes for part in self.parts if part is not None)
 
 
 def parse_size(text: str) -> int:
@@ -104,41 +134,7 @@ def parse_size(text: str) -> int:
     return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
 
 
-def check_days(days: int, *, allow_short_retention: bool = False, option: str = "days") -> None:
-    """Raise :class:`RetentionError` unless rows older than ``days`` may be deleted."""
-    if days < 0:
-        raise RetentionError(f"{option} must be 0 or more, not {days}.")
-    if days < MIN_RETENTION_DAYS and not allow_short_retention:
-        raise RetentionError(
-            f"{option} {days} is shorter than the minimum of {MIN_RETENTION_DAYS} days: "
-            "a deleted message's fingerprint no longer recognises a late redelivery, "
-            "which would then count again. Pass --allow-short-retention "
-            "(allow_short_retention=True) to do it anyway."
-        )
-
-
-def cutoff_for(days: int, now: datetime | None = None) -> datetime:
-    """The moment ``days`` days before ``now``: rows received before it are "older"."""
-    return (now or timezone.now()) - timedelta(days=days)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if batch_size < 1:
-        raise RetentionError(f"The batch size must be at least 1, not {batch_size}.")
-
-
-def _batch_limit(batch_size: int) -> int:
-    _check_batch_size(batch_size)
-    return min(batch_size, chunk_size())  # stays under the database's bind-parameter limit
-
-
-def _stored_bytes() -> Coalesce:
-    return Coalesce(Length("raw_message"), 0, output_field=IntegerField())
-
-
-def _count_and_bytes(rows: QuerySet[BounceEvent] | QuerySet[UnmatchedMessage]) -> Counts:
-    totals = rows.aggregate(rows=Count("pk"), bytes=Sum(_stored_bytes()))
-    return Counts(rows=int(totals["rows"] or 0), bytes=int(totals["bytes"] or 0))
+# --- what each action does to a batch of rows ------------------------------------------
 
 
 def _delete(model: ReceivedModel, keys: list[int]) -> int:
@@ -152,27 +148,147 @@ def _strip(model: ReceivedModel, keys: list[int]) -> int:
     return model.objects.filter(pk__in=keys).update(raw_message=b"", raw_truncated=True)
 
 
+@dataclass(frozen=True)
+class _Action:
+    """One retention action by age: which rows, what happens to them, how it is named."""
+
+    #: :func:`prune`'s keyword for the action's days.
+    argument: str
+    model: ReceivedModel
+    change: Callable[[ReceivedModel, list[int]], int]
+    #: The progress label.
+    label: str
+    #: What the days apply to, for messages.
+    subject: str
+
+    @property
+    def deletes(self) -> bool:
+        return self.change is _delete
+
+
+_DELETE_EVENTS = _Action(
+    "older_than", BounceEvent, _delete, "bounce events deleted", "bounce events"
+)
+_DELETE_UNMATCHED = _Action(
+    "unmatched_older_than",
+    UnmatchedMessage,
+    _delete,
+    "unmatched messages deleted",
+    "unmatched mail",
+)
+_STRIP_EVENTS = _Action(
+    "strip_raw_older_than_days", BounceEvent, _strip, "raw messages stripped", "raw messages"
+)
+
+
+# --- checks -----------------------------------------------------------------------------
+
+
+def _check_days(action: _Action, days: int, *, allow_short_retention: bool) -> None:
+    if days < 0:
+        raise RetentionError(
+            f"The retention of {action.subject} must be 0 or more days, not {days}.",
+            argument=action.argument,
+        )
+    if action.deletes and days < MIN_RETENTION_DAYS and not allow_short_retention:
+        raise ShortRetentionError(
+            f"The retention of {action.subject}, {days} days, is shorter than the minimum "
+            f"of {MIN_RETENTION_DAYS} days: a deleted message's fingerprint no longer "
+            "recognises a late redelivery, which would then count again.",
+            argument=action.argument,
+        )
+
+
+def _check_max_bytes(max_bytes: int) -> None:
+    if max_bytes < 0:
+        raise RetentionError(
+            f"The cap on stored raw-message bytes must be 0 or more, not {max_bytes}.",
+            argument="max_raw_bytes",
+        )
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise RetentionError(
+            f"The batch size must be at least 1, not {batch_size}.", argument="batch_size"
+        )
+
+
+def cutoff_for(days: int, now: datetime | None = None) -> datetime:
+    """The moment ``days`` days before ``now``: rows received before it are "older"."""
+    return (now or timezone.now()) - timedelta(days=days)
+
+
+# --- the walker -------------------------------------------------------------------------
+
+#: One row to change: its model, its primary key and the raw-message bytes it holds.
+_Row = tuple[ReceivedModel, int, int]
+
+
+def _batch_limit(batch_size: int) -> int:
+    _check_batch_size(batch_size)
+    return min(batch_size, chunk_size())  # stays under the database's bind-parameter limit
+
+
+def _stored_bytes() -> Coalesce:
+    return Coalesce(Length("raw_message"), 0, output_field=IntegerField())
+
+
+def _up_to(batch: list[_Row], wanted: int) -> list[_Row]:
+    """The rows of ``batch`` up to and including the one that frees ``wanted`` bytes."""
+    freed = 0
+    for index, (_, _, size) in enumerate(batch):
+        freed += size
+        if freed >= wanted:
+            return batch[: index + 1]
+    return batch
+
+
 def _walk(
-    model: ReceivedModel,
-    cutoff: datetime,
+    batches: Iterator[list[_Row]],
+    change: Callable[[ReceivedModel, list[int]], int],
     *,
-    delete: bool,
-    batch_size: int,
     dry_run: bool,
     progress: Progress | None,
     label: str,
+    bytes_wanted: int | None = None,
 ) -> Counts:
-    """Delete (or strip the raw message of) rows received before ``cutoff``, in pk order."""
-    limit = _batch_limit(batch_size)
-    old = model.objects.filter(received_at__lt=cutoff)
-    if not delete:
-        old = old.annotate(stored=_stored_bytes()).filter(stored__gt=0)
-    if dry_run:
-        counts = _count_and_bytes(old)
+    """Apply ``change`` to each batch of rows, each model's keys in one statement.
+
+    Every action runs through here: the batches say which rows, in which order. With
+    ``dry_run`` nothing changes and the rows are counted as they would be. With
+    ``bytes_wanted`` the walk stops at the row that brings the bytes freed to it.
+    """
+    counts = Counts()
+    while bytes_wanted is None or counts.bytes < bytes_wanted:
+        batch = next(batches, None)
+        if not batch:
+            break
+        if bytes_wanted is not None:
+            batch = _up_to(batch, bytes_wanted - counts.bytes)
+        keys: dict[ReceivedModel, list[int]] = {}
+        for model, pk, _ in batch:
+            keys.setdefault(model, []).append(pk)
+        done = 0
+        for model, model_keys in keys.items():
+            if dry_run:
+                done += len(model_keys)
+            else:
+                # Each statement commits on its own: locks last one short statement.
+                done += retry_deadlocks(partial(change, model, model_keys))
+        counts.add(done, sum(size for _, _, size in batch))
         if progress:
             progress(label, counts)
-        return counts
-    counts = Counts()
+    return counts
+
+
+def _older_than(
+    model: ReceivedModel, cutoff: datetime, *, with_raw_only: bool, limit: int
+) -> Iterator[list[_Row]]:
+    """Batches of the rows received before ``cutoff``, in primary-key order."""
+    old = model.objects.filter(received_at__lt=cutoff)
+    if with_raw_only:
+        old = old.annotate(stored=_stored_bytes()).filter(stored__gt=0)
     # The newest old row bounds the key range: the last batch stops there instead of
     # scanning every newer row, and rows that arrive meanwhile are never looked at.
     last_pk = old.aggregate(last=Max("pk"))["last"]
@@ -184,95 +300,9 @@ def _walk(
             .values_list("pk", _stored_bytes())[:limit]
         )
         if not batch:
-            break
-        keys = [pk for pk, _ in batch]
-        after = keys[-1]
-        done = retry_deadlocks(partial(_delete if delete else _strip, model, keys))
-        counts.add(done, sum(size for _, size in batch))
-        if progress:
-            progress(label, counts)
-    return counts
-
-
-def delete_events_older_than(
-    days: int,
-    *,
-    now: datetime | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    dry_run: bool = False,
-    allow_short_retention: bool = False,
-    progress: Progress | None = None,
-) -> Counts:
-    """Delete bounce events received more than ``days`` days before ``now``.
-
-    A row received exactly at the cutoff is kept. Tracker rows are not changed.
-    """
-    check_days(days, allow_short_retention=allow_short_retention, option="--older-than")
-    return _walk(
-        BounceEvent,
-        cutoff_for(days, now),
-        delete=True,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        progress=progress,
-        label="bounce events deleted",
-    )
-
-
-def delete_unmatched_older_than(
-    days: int,
-    *,
-    now: datetime | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    dry_run: bool = False,
-    allow_short_retention: bool = False,
-    progress: Progress | None = None,
-) -> Counts:
-    """Delete unmatched messages received more than ``days`` days before ``now``."""
-    check_days(days, allow_short_retention=allow_short_retention, option="--unmatched-older-than")
-    return _walk(
-        UnmatchedMessage,
-        cutoff_for(days, now),
-        delete=True,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        progress=progress,
-        label="unmatched messages deleted",
-    )
-
-
-def strip_raw_older_than(
-    days: int,
-    *,
-    now: datetime | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    dry_run: bool = False,
-    progress: Progress | None = None,
-) -> Counts:
-    """Empty the stored raw message of bounce events received more than ``days`` days ago.
-
-    The event row stays (kind, status, diagnostic, fingerprint…), with
-    ``raw_truncated`` set and ``raw_size`` (the original size) unchanged. The
-    fingerprint is kept, so no minimum applies.
-    """
-    if days < 0:
-        raise RetentionError(f"--strip-raw-older-than must be 0 or more, not {days}.")
-    return _walk(
-        BounceEvent,
-        cutoff_for(days, now),
-        delete=False,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        progress=progress,
-        label="raw messages stripped",
-    )
-
-
-def stored_raw_bytes() -> int:
-    """Bytes of raw message stored now, bounce events and unmatched mail together."""
-    return sum(
-        _count_and_bytes(model.objects.all()).bytes for model in (BounceEvent, UnmatchedMessage)
-    )
+            return
+        after = batch[-1][0]
+        yield [(model, pk, size) for pk, size in batch]
 
 
 def _oldest_with_raw(
@@ -285,6 +315,107 @@ def _oldest_with_raw(
         rows = rows.filter(Q(received_at__gt=moment) | Q(received_at=moment, pk__gt=pk))
     return list(
         rows.order_by("received_at", "pk").values_list("received_at", "pk", "stored")[:limit]
+    )
+
+
+def _oldest_first(models: Sequence[ReceivedModel], limit: int) -> Iterator[list[_Row]]:
+    """Batches of the rows of ``models`` that hold a raw message, oldest first, together."""
+    cursors: dict[ReceivedModel, tuple[datetime, int] | None] = dict.fromkeys(models)
+    while True:
+        # The oldest ``limit`` rows of all tables together are among the oldest
+        # ``limit`` of each.
+        candidates = sorted(
+            (
+                (moment, index, pk, size, model)
+                for index, model in enumerate(models)
+                for moment, pk, size in _oldest_with_raw(model, cursors[model], limit)
+            ),
+            key=lambda candidate: candidate[:3],
+        )[:limit]
+        if not candidates:
+            return
+        for moment, _, pk, _, model in candidates:
+            cursors[model] = (moment, pk)
+        yield [(model, pk, size) for _, _, pk, size, model in candidates]
+
+
+# --- the actions ----------------------------------------------------------------------
+
+
+class WalkOptions(TypedDict, total=False):
+    """The options every retention action by age takes, all optional."""
+
+    #: The moment the cutoff is counted from (default: now).
+    now: datetime | None
+    #: Rows per batch (default :data:`DEFAULT_BATCH_SIZE`).
+    batch_size: int
+    #: Count what would change; change nothing.
+    dry_run: bool
+    #: Called after every batch with the action's label and its counts so far.
+    progress: Progress | None
+
+
+class DeleteOptions(WalkOptions, total=False):
+    """The options of the actions that delete rows."""
+
+    #: Allow fewer days than :data:`MIN_RETENTION_DAYS`.
+    allow_short_retention: bool
+
+
+def _run_older_than(
+    action: _Action,
+    days: int,
+    *,
+    now: datetime | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    allow_short_retention: bool = False,
+    progress: Progress | None = None,
+) -> Counts:
+    _check_days(action, days, allow_short_retention=allow_short_retention)
+    batches = _older_than(
+        action.model,
+        cutoff_for(days, now),
+        with_raw_only=not action.deletes,
+        limit=_batch_limit(batch_size),
+    )
+    return _walk(batches, action.change, dry_run=dry_run, progress=progress, label=action.label)
+
+
+def delete_events_older_than(days: int, **options: Unpack[DeleteOptions]) -> Counts:
+    """Delete bounce events received more than ``days`` days before ``now``.
+
+    A row received exactly at the cutoff is kept. Tracker rows are not changed.
+    Fewer than :data:`MIN_RETENTION_DAYS` days raise :class:`ShortRetentionError`
+    unless ``allow_short_retention`` is true.
+    """
+    return _run_older_than(_DELETE_EVENTS, days, **options)
+
+
+def delete_unmatched_older_than(days: int, **options: Unpack[DeleteOptions]) -> Counts:
+    """Delete unmatched messages received more than ``days`` days before ``now``.
+
+    Fewer than :data:`MIN_RETENTION_DAYS` days raise :class:`ShortRetentionError`
+    unless ``allow_short_retention`` is true.
+    """
+    return _run_older_than(_DELETE_UNMATCHED, days, **options)
+
+
+def strip_raw_older_than(days: int, **options: Unpack[WalkOptions]) -> Counts:
+    """Empty the stored raw message of bounce events received more than ``days`` days ago.
+
+    The event row stays (kind, status, diagnostic, fingerprint…), with
+    ``raw_truncated`` set and ``raw_size`` (the original size) unchanged. The
+    fingerprint is kept, so no minimum applies.
+    """
+    return _run_older_than(_STRIP_EVENTS, days, **options)
+
+
+def stored_raw_bytes() -> int:
+    """Bytes of raw message stored now, bounce events and unmatched mail together."""
+    return sum(
+        int(model.objects.aggregate(bytes=Sum(_stored_bytes()))["bytes"] or 0)
+        for model in (BounceEvent, UnmatchedMessage)
     )
 
 
@@ -301,46 +432,19 @@ def cap_raw_bytes(
     they were received. Returns the counts and the stored bytes before and after
     (messages arriving meanwhile are left to the next run).
     """
-    if max_bytes < 0:
-        raise RetentionError(f"--max-raw-bytes must be 0 or more, not {max_bytes}.")
+    _check_max_bytes(max_bytes)
     limit = _batch_limit(batch_size)
     before = stored_raw_bytes()
-    excess = before - max_bytes
     counts = Counts()
-    cursors: dict[ReceivedModel, tuple[datetime, int] | None] = {
-        BounceEvent: None,
-        UnmatchedMessage: None,
-    }
-    while counts.bytes < excess:
-        # The oldest ``limit`` rows of both tables together are among the oldest
-        # ``limit`` of each.
-        candidates = sorted(
-            (
-                (moment, index, pk, size, model)
-                for index, model in enumerate(cursors)
-                for moment, pk, size in _oldest_with_raw(model, cursors[model], limit)
-            ),
-            key=lambda candidate: candidate[:3],
-        )[:limit]
-        if not candidates:
-            break
-        chosen: dict[ReceivedModel, list[int]] = {model: [] for model in cursors}
-        freed = 0
-        for moment, _, pk, size, model in candidates:
-            chosen[model].append(pk)
-            cursors[model] = (moment, pk)
-            freed += size
-            if counts.bytes + freed >= excess:
-                break
-        done = 0
-        for model, keys in chosen.items():
-            if keys and not dry_run:
-                done += retry_deadlocks(partial(_strip, model, keys))
-            else:
-                done += len(keys)
-        counts.add(done, freed)
-        if progress:
-            progress("raw messages stripped for the byte cap", counts)
+    if before > max_bytes:
+        counts = _walk(
+            _oldest_first((BounceEvent, UnmatchedMessage), limit),
+            _strip,
+            dry_run=dry_run,
+            progress=progress,
+            label="raw messages stripped for the byte cap",
+            bytes_wanted=before - max_bytes,
+        )
     return counts, before, before - counts.bytes
 
 
@@ -361,56 +465,39 @@ def prune(
     All arguments are checked before anything is deleted; at least one action is
     required. The cutoffs are all counted from one ``now``.
     """
-    for days, option in (
-        (older_than, "--older-than"),
-        (unmatched_older_than, "--unmatched-older-than"),
-    ):
-        if days is not None:
-            check_days(days, allow_short_retention=allow_short_retention, option=option)
-    if strip_raw_older_than_days is not None and strip_raw_older_than_days < 0:
-        raise RetentionError(
-            f"--strip-raw-older-than must be 0 or more, not {strip_raw_older_than_days}."
+    by_age = [
+        (action, days)
+        for action, days in (
+            (_DELETE_EVENTS, older_than),
+            (_DELETE_UNMATCHED, unmatched_older_than),
+            (_STRIP_EVENTS, strip_raw_older_than_days),
         )
-    if max_raw_bytes is not None and max_raw_bytes < 0:
-        raise RetentionError(f"--max-raw-bytes must be 0 or more, not {max_raw_bytes}.")
+        if days is not None
+    ]
+    for action, days in by_age:
+        _check_days(action, days, allow_short_retention=allow_short_retention)
+    if max_raw_bytes is not None:
+        _check_max_bytes(max_raw_bytes)
     _check_batch_size(batch_size)
-    if all(
-        value is None
-        for value in (older_than, unmatched_older_than, strip_raw_older_than_days, max_raw_bytes)
-    ):
+    if not by_age and max_raw_bytes is None:
         raise RetentionError(
-            "Nothing to do: give --older-than, --unmatched-older-than, "
-            "--strip-raw-older-than or --max-raw-bytes."
+            "Nothing to do: give at least one of older_than, unmatched_older_than, "
+            "strip_raw_older_than_days or max_raw_bytes."
         )
     started = monotonic()
     now = now or timezone.now()
     report = PruneReport(now=now, dry_run=dry_run)
-    if older_than is not None:
-        report.events_deleted = delete_events_older_than(
-            older_than,
-            now=now,
-            batch_size=batch_size,
-            dry_run=dry_run,
-            allow_short_retention=allow_short_retention,
-            progress=progress,
-        )
-    if unmatched_older_than is not None:
-        report.unmatched_deleted = delete_unmatched_older_than(
-            unmatched_older_than,
-            now=now,
-            batch_size=batch_size,
-            dry_run=dry_run,
-            allow_short_retention=allow_short_retention,
-            progress=progress,
-        )
-    if strip_raw_older_than_days is not None:
-        report.raw_stripped = strip_raw_older_than(
-            strip_raw_older_than_days,
-            now=now,
-            batch_size=batch_size,
-            dry_run=dry_run,
-            progress=progress,
-        )
+    options: DeleteOptions = {
+        "now": now,
+        "batch_size": batch_size,
+        "dry_run": dry_run,
+        "allow_short_retention": allow_short_retention,
+        "progress": progress,
+    }
+    done = {action.argument: _run_older_than(action, days, **options) for action, days in by_age}
+    report.events_deleted = done.get(_DELETE_EVENTS.argument)
+    report.unmatched_deleted = done.get(_DELETE_UNMATCHED.argument)
+    report.raw_stripped = done.get(_STRIP_EVENTS.argument)
     if max_raw_bytes is not None:
         report.raw_capped, report.raw_bytes_before_cap, report.raw_bytes_after_cap = cap_raw_bytes(
             max_raw_bytes, batch_size=batch_size, dry_run=dry_run, progress=progress

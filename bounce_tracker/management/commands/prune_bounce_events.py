@@ -1,9 +1,11 @@
 """``manage.py prune_bounce_events``: delete old history and strip stored raw messages.
 
 A thin shell around :mod:`bounce_tracker.ops.retention`, meant for cron: safe while
-bounces arrive (short batches, each its own transaction), a summary on stdout,
-progress on stderr only when it is a terminal. Exits non-zero only for bad
-arguments or a database error. Tracker rows and their counters are never changed.
+bounces arrive (short batches, each its own transaction), a summary on stdout when
+it deleted or stripped something (always with ``--verbosity 2``, never with 0, so
+cron mails only runs that did something), progress bars on stderr only when it is a
+terminal. Exits non-zero only for bad arguments or a database error. Tracker rows
+and their counters are never changed.
 """
 
 from __future__ import annotations
@@ -14,16 +16,27 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
+from bounce_tracker.management.progress import ProgressBars
 from bounce_tracker.ops.retention import (
     DEFAULT_BATCH_SIZE,
     MIN_RETENTION_DAYS,
     Counts,
     PruneReport,
     RetentionError,
+    ShortRetentionError,
     cutoff_for,
     parse_size,
     prune,
 )
+
+#: The option that sets each argument of prune(), for error messages.
+_OPTIONS = {
+    "older_than": "--older-than",
+    "unmatched_older_than": "--unmatched-older-than",
+    "strip_raw_older_than_days": "--strip-raw-older-than",
+    "max_raw_bytes": "--max-raw-bytes",
+    "batch_size": "--batch-size",
+}
 
 
 def _days(text: str) -> int:
@@ -51,6 +64,19 @@ def _batch_size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: the batch size must be at least 1")
     return value
+
+
+#: The options that each ask for one action.
+_ACTIONS = ("older_than", "unmatched_older_than", "strip_raw_older_than", "max_raw_bytes")
+
+
+def _command_error(exc: RetentionError) -> CommandError:
+    """The library's error, worded with this command's options."""
+    option = _OPTIONS.get(exc.argument or "")
+    message = f"{option}: {exc}" if option else str(exc)
+    if isinstance(exc, ShortRetentionError):
+        message += " Pass --allow-short-retention to do it anyway."
+    return CommandError(message)
 
 
 def _bytes(count: int) -> str:
@@ -118,40 +144,37 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self._progress_shown = False
-        progress = self._show_progress if self.stderr.isatty() else None
-        try:
-            report = prune(
-                older_than=options["older_than"],
-                unmatched_older_than=options["unmatched_older_than"],
-                strip_raw_older_than_days=options["strip_raw_older_than"],
-                max_raw_bytes=options["max_raw_bytes"],
-                batch_size=options["batch_size"],
-                dry_run=options["dry_run"],
-                allow_short_retention=options["allow_short_retention"],
-                progress=progress,
+        if all(options[name] is None for name in _ACTIONS):
+            raise CommandError(
+                "Nothing to do: give --older-than, --unmatched-older-than, "
+                "--strip-raw-older-than or --max-raw-bytes."
             )
+        try:
+            with ProgressBars(self.stderr) as bars:
+
+                def progress(label: str, counts: Counts) -> None:
+                    bars.show(label, counts.rows, note=f"{_bytes(counts.bytes)} freed")
+
+                report = prune(
+                    older_than=options["older_than"],
+                    unmatched_older_than=options["unmatched_older_than"],
+                    strip_raw_older_than_days=options["strip_raw_older_than"],
+                    max_raw_bytes=options["max_raw_bytes"],
+                    batch_size=options["batch_size"],
+                    dry_run=options["dry_run"],
+                    allow_short_retention=options["allow_short_retention"],
+                    progress=progress,
+                )
         except RetentionError as exc:
-            raise CommandError(str(exc)) from None
+            raise _command_error(exc) from None
         except DatabaseError as exc:
-            self._end_progress()
             raise CommandError(
                 f"Database error: {exc}. Batches before it are committed; run it again."
             ) from exc
-        self._end_progress()
-        for line in self._summary(report, options):
-            self.stdout.write(line)
-
-    def _show_progress(self, label: str, counts: Counts) -> None:
-        text = f"\r{label}: {counts.rows:,} ({_bytes(counts.bytes)})   "
-        self.stderr.write(text, style_func=str, ending="")  # not in the error colour
-        self.stderr.flush()
-        self._progress_shown = True
-
-    def _end_progress(self) -> None:
-        if self._progress_shown:
-            self.stderr.write("", style_func=str)
-            self._progress_shown = False
+        # Cron mails whatever a job prints: a run that changed nothing stays quiet.
+        if options["verbosity"] >= 2 or (options["verbosity"] == 1 and report.rows_changed):
+            for line in self._summary(report, options):
+                self.stdout.write(line)
 
     def _summary(self, report: PruneReport, options: dict[str, Any]) -> list[str]:
         would = "would be " if report.dry_run else ""
