@@ -11,22 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bounce_tracker.models import EmailAddressTracker
+from bounce_tracker.models import COUNTER_FIELDS, EmailAddressTracker
 from bounce_tracker.ops.legacy.cleaning import MAX_COUNT, LegacyRow
 from bounce_tracker.ops.legacy.report import ImportReport
 
 #: The tracker fields an import sets or merges (``encoded_from`` aside).
-MERGED_FIELDS = (
-    "ignore_bounces",
-    "msg_count",
-    "bounce_count",
-    "first_email",
-    "last_email",
-    "first_bounce",
-    "last_bounce",
-    "last_bounce2",
-    "last_bounce3",
-)
+MERGED_FIELDS = ("ignore_bounces", *COUNTER_FIELDS)
 
 
 @dataclass(slots=True)
