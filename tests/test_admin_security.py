@@ -12,6 +12,7 @@
    ``permissions.py`` grants; staff without it get 403 on every action and see no
    data; non-staff are sent to the login page; the two custom permissions
    (``toggle_ignore_bounces``, ``unsuppress_address``) work one without the other.
+   ``migrate`` creates the group where it is missing and never resets an edited one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -401,6 +403,33 @@ def test_the_support_group_has_exactly_the_permissions_permissions_py_grants():
     }
     assert granted == expected
     assert not any(name.split(".")[1].startswith(("delete_", "add_")) for name in granted)
+
+
+def support_codenames() -> set[str]:
+    group = Group.objects.get(name=SUPPORT_GROUP)
+    return set(group.permissions.values_list("codename", flat=True))
+
+
+def test_migrate_leaves_the_support_group_as_an_administrator_edited_it():
+    group = Group.objects.get(name=SUPPORT_GROUP)
+    group.permissions.remove(Permission.objects.get(codename="unsuppress_address"))
+    group.permissions.add(Permission.objects.get(codename="delete_bounceevent"))
+    edited = support_codenames()
+    assert "unsuppress_address" not in edited
+
+    call_command("migrate", verbosity=0)
+
+    assert support_codenames() == edited
+
+
+def test_migrate_creates_the_support_group_with_its_permissions_where_it_is_missing():
+    Group.objects.filter(name=SUPPORT_GROUP).delete()
+
+    call_command("migrate", verbosity=0)
+
+    assert support_codenames() == {
+        codename for permissions in SUPPORT_PERMISSIONS.values() for codename, _ in permissions
+    }
 
 
 def test_the_support_group_can_do_what_it_is_granted_and_nothing_more(
