@@ -58,6 +58,7 @@ UNSUPPRESSED_VALUES: dict[str, Any] = {
     "last_bounce3": None,
 }
 
+#: What the functions take: one tracker, a queryset of trackers or an iterable of them.
 Trackers = EmailAddressTracker | QuerySet[EmailAddressTracker] | Iterable[EmailAddressTracker]
 
 
@@ -95,13 +96,12 @@ def unsuppress(
 ) -> list[EmailAddressTracker]:
     """Clear the suppression mark and reset the bounce count and bounce times.
 
-    Unlike :meth:`EmailAddressTracker.unsuppress() <bounce_tracker.models.
-    EmailAddressTracker.unsuppress>`, which clears only the mark, this also resets
-    the counters, so that the soft-bounce threshold doesn't refuse the address again
-    at the next send. Messages sent and their dates, IgnoreBounces and the bounce
-    history (events) are kept. Rows are locked while read and reset, so the admin
-    log says exactly what was reset (see :func:`unsuppress_changes`); rows with
-    nothing to reset are left alone.
+    Unlike :meth:`~bounce_tracker.models.EmailAddressTracker.unsuppress`, which
+    clears only the mark, this also resets the counters, so that the soft-bounce
+    threshold doesn't refuse the address again at the next send. Messages sent and
+    their dates, IgnoreBounces and the bounce history (events) are kept. Rows are
+    locked while read and reset, so the admin log says exactly what was reset (see
+    :func:`unsuppress_changes`); rows with nothing to reset are left alone.
     """
     changed: list[EmailAddressTracker] = []
     for pks in chunks(_primary_keys(trackers), ROWS_PER_TRANSACTION):
