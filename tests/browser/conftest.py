@@ -12,7 +12,7 @@ writes into docs/ otherwise.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +64,35 @@ def page(browser: Any) -> Iterator[Any]:
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def log_in(page: Any, live_server: Any) -> Callable[[str, str], Any]:
+    """Logs ``page`` in to the admin as a user; returns the page, on the admin index."""
+
+    def log_in(username: str, password: str) -> Any:
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{live_server.url}/admin/")
+        return page
+
+    return log_in
+
+
+@pytest.fixture
+def dialogs(page: Any) -> list[str]:
+    """Every dialog (``alert`` …) ``page`` opens, as "URL: message", each dismissed.
+
+    Registered before the test's first ``goto``: without a handler Chromium dismisses
+    an alert silently, and a test that "sees no alert" would prove nothing.
+    """
+    seen: list[str] = []
+
+    def record(dialog: Any) -> None:
+        seen.append(f"{page.url}: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", record)
+    return seen

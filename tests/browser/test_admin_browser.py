@@ -81,13 +81,8 @@ def support_user(django_user_model):
 
 
 @pytest.fixture
-def logged_in(page, live_server, support_user):
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "support")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
-    return page
+def logged_in(log_in, support_user):
+    return log_in("support", PASSWORD)
 
 
 def screenshot(page, directory: Path, name: str) -> None:
@@ -162,18 +157,11 @@ def test_the_dashboard_shows_the_bounce_chart(logged_in, live_server, demo_data,
 
 
 def test_a_script_in_a_stored_diagnostic_is_shown_as_text_and_never_runs(
-    logged_in, live_server, demo_data
+    dialogs, logged_in, live_server, demo_data
 ):
     from playwright.sync_api import expect
 
     page = logged_in
-    dialogs: list[str] = []
-
-    def record(dialog) -> None:
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", record)
     tracker = EmailAddressTracker.objects.get(email="evil@example.org")
     page.goto(f"{live_server.url}/admin/bounce_tracker/emailaddresstracker/{tracker.pk}/change/")
     expect(page.locator("#content")).to_contain_text('<script>alert("xss")</script>')

@@ -26,17 +26,13 @@ SCRIPTS_WITH_ALERT = (
 
 
 @pytest.fixture
-def admin_page(page, live_server, django_user_model):
+def admin_page(log_in, django_user_model):
     django_user_model.objects.create_superuser("boss", "boss@example.com", PASSWORD)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", "boss")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{live_server.url}/admin/")
-    return page
+    return log_in("boss", PASSWORD)
 
 
 def test_no_payload_runs_or_creates_an_element_on_any_admin_page(
+    dialogs,
     admin_page,
     live_server,
     hostile,  # noqa: F811 - the imported fixture
@@ -44,13 +40,6 @@ def test_no_payload_runs_or_creates_an_element_on_any_admin_page(
     from playwright.sync_api import expect
 
     page = admin_page
-    dialogs: list[str] = []
-
-    def record(dialog) -> None:
-        dialogs.append(f"{page.url}: {dialog.message}")
-        dialog.dismiss()
-
-    page.on("dialog", record)
     urls = hostile_urls(*hostile)
     for name, url in urls.items():
         response = page.goto(f"{live_server.url}{url}")
@@ -87,16 +76,9 @@ def test_no_payload_runs_or_creates_an_element_on_any_admin_page(
     assert dialogs == []
 
 
-def test_the_dialog_handler_does_see_an_alert(admin_page, live_server):
-    """The check above is not vacuous: a real alert on an admin page is recorded."""
+def test_the_dialog_handler_does_see_an_alert(dialogs, admin_page, live_server):
+    """The checks above are not vacuous: a real alert on an admin page is recorded."""
     page = admin_page
-    dialogs: list[str] = []
-
-    def record(dialog) -> None:
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    page.on("dialog", record)
     page.goto(f"{live_server.url}/admin/")
     page.evaluate("alert('control')")
-    assert dialogs == ["control"]
+    assert dialogs == [f"{live_server.url}/admin/: control"]
