@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -26,43 +25,42 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bounce_tracker.core.settings import TrackerSettings
-from bounce_tracker.ops.postfix import PipeOptions, render
+from bounce_tracker.ops.postfix import (
+    PipeOptions,
+    backdate_config,
+    instance_main_cf,
+    instance_master_cf,
+    render,
+)
 
 POSTFIX = "/usr/sbin/postfix"
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTSUPER = "/usr/sbin/postsuper"
 ROOT = Path(__file__).resolve().parent.parent
 
-_BASE_MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {base}/spool
-data_directory = {base}/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
-myhostname = mx.postfix-e2e.test
-mydomain = postfix-e2e.test
-myorigin = $myhostname
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-lmtp_host_lookup = native
-biff = no
-smtputf8_enable = no
-append_dot_mydomain = no
-default_transport = error:5.7.1 default route disabled in test instance
-relay_transport = $default_transport
-local_transport = error:5.1.1 local delivery disabled in test instance
-"""
+# Added to (or replacing) the library's private-instance main.cf
+# (bounce_tracker.ops.postfix.instance_main_cf): an SMTP listener on 127.0.0.1 for
+# the tests, no DNS, and every route but the test's own disabled.
+_E2E_MAIN_CF = {
+    "myhostname": "mx.postfix-e2e.test",
+    "mydomain": "postfix-e2e.test",
+    "myorigin": "$myhostname",
+    "local_recipient_maps": "",
+    "inet_interfaces": "127.0.0.1",
+    "inet_protocols": "ipv4",
+    "mynetworks": "127.0.0.0/8",
+    "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
+    "smtpd_peername_lookup": "no",
+    "smtp_dns_support_level": "disabled",
+    "smtp_host_lookup": "native",
+    "lmtp_host_lookup": "native",
+    "biff": "no",
+    "smtputf8_enable": "no",
+    "append_dot_mydomain": "no",
+    "default_transport": "error:5.7.1 default route disabled in test instance",
+    "relay_transport": "$default_transport",
+    "local_transport": "error:5.1.1 local delivery disabled in test instance",
+}
 
 PROFILES = {
     # Retries every second, a delay warning at the first deferral, expiry after 2 s.
@@ -85,29 +83,21 @@ PROFILES = {
     },
 }
 
-_BASE_MASTER_CF = """\
-127.0.0.1:{smtp_port} inet n - n - - smtpd
-pickup    unix  n  -  n  60  1  pickup
-cleanup   unix  n  -  n  -   0  cleanup
-qmgr      unix  n  -  n  300 1  qmgr
-rewrite   unix  -  -  n  -   -  trivial-rewrite
-bounce    unix  -  -  n  -   0  bounce
-defer     unix  -  -  n  -   0  bounce
-trace     unix  -  -  n  -   0  bounce
-verify    unix  -  -  n  -   1  verify
-flush     unix  n  -  n  1000? 0 flush
-proxymap  unix  -  -  n  -   -  proxymap
-smtp      unix  -  -  n  -   -  smtp
-relay     unix  -  -  n  -   -  smtp
-lmtp      unix  -  -  n  -   -  lmtp
-showq     unix  n  -  n  -   -  showq
-error     unix  -  -  n  -   -  error
-retry     unix  -  -  n  -   -  error
-discard   unix  -  -  n  -   -  discard
-anvil     unix  -  -  n  -   1  anvil
-scache    unix  -  -  n  -   1  scache
-postlog   unix-dgram n - n -  1  postlogd
-"""
+# Beside the library's private-instance services (instance_master_cf): the SMTP
+# listener (first, from the port) and what smtpd, the LMTP client and the queue
+# tools use.
+_E2E_SERVICES = (
+    "verify    unix  -  -  n  -   1  verify",
+    "flush     unix  n  -  n  1000? 0 flush",
+    "proxymap  unix  -  -  n  -   -  proxymap",
+    "relay     unix  -  -  n  -   -  smtp",
+    "lmtp      unix  -  -  n  -   -  lmtp",
+    "showq     unix  n  -  n  -   -  showq",
+    "retry     unix  -  -  n  -   -  error",
+    "discard   unix  -  -  n  -   -  discard",
+    "anvil     unix  -  -  n  -   1  anvil",
+    "scache    unix  -  -  n  -   1  scache",
+)
 
 
 def free_port() -> int:
@@ -166,7 +156,9 @@ def readable_installation() -> Iterator[tuple[str, str]]:
     try:
         copy.chmod(0o755)
         shutil.copytree(sys.prefix, copy / "venv", symlinks=True)
-        for part in ("bounce_tracker", "postfix_templates", "tests", "example_project"):
+        # The templates are in bounce_tracker/ (the top-level postfix_templates is a
+        # symlink to them, for administrators; an sdist has none).
+        for part in ("bounce_tracker", "tests", "example_project"):
             shutil.copytree(ROOT / part, copy / "app" / part, symlinks=True)
         python = str(copy / "venv" / "bin" / Path(sys.executable).name)
         assert _nobody_can_import(python, str(copy / "app")), "copied installation unusable"
@@ -201,23 +193,14 @@ class PostfixInstance:
         self.etc.mkdir(mode=0o755, exist_ok=True)
         (self.base / "spool").mkdir(mode=0o755, exist_ok=True)
         rendered = render(self.pipe, self.tracker_settings)
-        settings_lines = "".join(f"{k} = {v}\n" for k, v in PROFILES[profile].items())
-        (self.etc / "main.cf").write_text(
-            _BASE_MAIN_CF.format(base=self.base) + settings_lines + rendered["main.cf"]
-        )
-        (self.etc / "master.cf").write_text(
-            _BASE_MASTER_CF.format(smtp_port=self.smtp_port) + rendered["master.cf"]
-        )
+        main_cf = instance_main_cf(self.base, {**_E2E_MAIN_CF, **PROFILES[profile]})
+        (self.etc / "main.cf").write_text(main_cf + rendered["main.cf"])
+        smtpd = f"127.0.0.1:{self.smtp_port} inet n - n - - smtpd"
+        master_cf = instance_master_cf([smtpd, *_E2E_SERVICES])
+        (self.etc / "master.cf").write_text(master_cf + rendered["master.cf"])
         routes = "".join(f"{domain}    {nexthop}\n" for domain, nexthop in self.routes.items())
         (self.etc / "transport").write_text(rendered["transport"] + routes)
-        self._backdate()
-
-    def _backdate(self) -> None:
-        # Postfix programs wait until main.cf is a second old; a minute in the past
-        # avoids that 2 s pause on every start and reload.
-        past = time.time() - 60
-        for path in self.etc.iterdir():
-            os.utime(path, (past, past))
+        backdate_config(self.etc)
 
     def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -255,7 +238,7 @@ class PostfixInstance:
                 capture_output=True,
                 timeout=30,
             )
-        self._backdate()
+        backdate_config(self.etc)
         self._postfix("reload")
 
     def stop(self) -> None:

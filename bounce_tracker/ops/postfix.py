@@ -1,5 +1,8 @@
 """The Postfix configuration for this installation, rendered from ``postfix_templates/``.
 
+The templates are package data (``bounce_tracker/postfix_templates/``), read with
+:mod:`importlib.resources`, so a checkout and an installed wheel render the same files.
+
 Three parts: lines for ``main.cf``, the pipe service for ``master.cf`` and the
 transport map entry. :func:`render` fills in this installation's absolute paths and
 settings; :func:`check` writes them into a throwaway Postfix configuration directory
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -67,6 +71,7 @@ class PipeOptions:
     lmtp: str | None = None
 
     def validate(self) -> None:
+        """Raise :class:`PostfixConfigError` for an option Postfix refuses or that is unsafe."""
         if not _SERVICE_RE.match(self.service):
             raise PostfixConfigError(
                 f"Service name {self.service!r}: use lower-case letters, digits, '-' and '_'."
@@ -169,37 +174,71 @@ def render_text(options: PipeOptions, tracker_settings: TrackerSettings) -> str:
     return "\n".join(parts[name] for name in ("main.cf", "master.cf", "transport"))
 
 
-# The smallest instance configuration ``postfix check`` accepts, for --check. Nothing
-# here is part of the rendered output; it only gives the rendered lines a home.
-_CHECK_MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {base}/spool
-data_directory = {base}/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
-inet_interfaces = loopback-only
-mydestination =
-alias_maps =
-alias_database =
-"""
-_CHECK_MASTER_CF = """\
-pickup    unix  n  -  n  60  1  pickup
-cleanup   unix  n  -  n  -   0  cleanup
-qmgr      unix  n  -  n  300 1  qmgr
-rewrite   unix  -  -  n  -   -  trivial-rewrite
-bounce    unix  -  -  n  -   0  bounce
-defer     unix  -  -  n  -   0  bounce
-trace     unix  -  -  n  -   0  bounce
-smtp      unix  -  -  n  -   -  smtp
-error     unix  -  -  n  -   -  error
-postlog   unix-dgram n - n -  1  postlogd
-"""
+# A private Postfix instance: the configuration ``check`` runs ``postfix check`` on
+# (nothing of it is part of the rendered output; it only gives the rendered lines a
+# home), and the base of the test suite's end-to-end instance.
+
+#: The main.cf settings of a private instance in a directory (``{base}``): its own
+#: queue, data directory and log, loopback only, nothing delivered locally.
+_INSTANCE_MAIN_CF = {
+    "compatibility_level": "3.6",
+    "queue_directory": "{base}/spool",
+    "data_directory": "{base}/data",
+    "mail_owner": "postfix",
+    "setgid_group": "postdrop",
+    "maillog_file": "{base}/maillog",
+    "maillog_file_prefixes": "{base}",
+    "inet_interfaces": "loopback-only",
+    "mydestination": "",
+    "alias_maps": "",
+    "alias_database": "",
+}
+#: The master.cf services an instance needs to queue, bounce and deliver mail.
+_INSTANCE_SERVICES = (
+    "pickup    unix  n  -  n  60  1  pickup",
+    "cleanup   unix  n  -  n  -   0  cleanup",
+    "qmgr      unix  n  -  n  300 1  qmgr",
+    "rewrite   unix  -  -  n  -   -  trivial-rewrite",
+    "bounce    unix  -  -  n  -   0  bounce",
+    "defer     unix  -  -  n  -   0  bounce",
+    "trace     unix  -  -  n  -   0  bounce",
+    "smtp      unix  -  -  n  -   -  smtp",
+    "error     unix  -  -  n  -   -  error",
+    "postlog   unix-dgram n - n -  1  postlogd",
+)
+
+
+def instance_main_cf(base: Path | str, settings: Mapping[str, str] | None = None) -> str:
+    """The main.cf of a private Postfix instance living in ``base``.
+
+    The smallest one ``postfix check`` accepts, its paths under ``base``;
+    ``settings`` are added to it, or replace its own (each name appears once).
+    """
+    values = {name: value.format(base=base) for name, value in _INSTANCE_MAIN_CF.items()}
+    values.update(settings or {})
+    return "".join(f"{name} = {value}".rstrip() + "\n" for name, value in values.items())
+
+
+def instance_master_cf(services: Iterable[str] = ()) -> str:
+    """The master.cf of a private Postfix instance: the services it needs, then ``services``."""
+    return "".join(f"{line}\n" for line in (*_INSTANCE_SERVICES, *services))
+
+
+def backdate_config(config_directory: Path) -> None:
+    """Date the files in ``config_directory`` a minute back.
+
+    Postfix programs wait until main.cf is a second old before they use it; a
+    freshly written one would cost that pause on every start, reload and check.
+    """
+    past = time.time() - 60
+    for path in config_directory.iterdir():
+        os.utime(path, (past, past))
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What ``postfix check`` said: ``ok`` and its output (warnings and errors)."""
+
     ok: bool
     output: str
 
@@ -223,11 +262,9 @@ def check(options: PipeOptions, tracker_settings: TrackerSettings) -> CheckResul
             **{**options.__dict__, "map_type": "texthash", "transport_path": str(transport)}
         )
         checked = render(check_options, tracker_settings)
-        (etc / "main.cf").write_text(_CHECK_MAIN_CF.format(base=base) + checked["main.cf"])
-        (etc / "master.cf").write_text(_CHECK_MASTER_CF + checked["master.cf"])
-        past = time.time() - 60  # Postfix waits until main.cf is a second old
-        for path in etc.iterdir():
-            os.utime(path, (past, past))
+        (etc / "main.cf").write_text(instance_main_cf(base) + checked["main.cf"])
+        (etc / "master.cf").write_text(instance_master_cf() + checked["master.cf"])
+        backdate_config(etc)
         result = subprocess.run(
             [POSTFIX, "-c", str(etc), "check"],
             capture_output=True,
