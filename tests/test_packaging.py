@@ -144,9 +144,14 @@ GENERATED = [
 
 @pytest.fixture(scope="module")
 def source_tree(tmp_path_factory):
-    """A copy of the checkout as a developer's working tree has it (see GENERATED)."""
+    """A copy of the checkout as a developer's working tree has it (see GENERATED).
+
+    Symbolic links stay links, as git checks them out: the top-level
+    ``postfix_templates`` is one, to ``bounce_tracker/postfix_templates``.
+    """
     tree = tmp_path_factory.mktemp("source") / "django-bounce-tracker"
-    shutil.copytree(ROOT, tree, ignore=NOT_COPIED)
+    shutil.copytree(ROOT, tree, ignore=NOT_COPIED, symlinks=True)
+    assert (tree / "postfix_templates").is_symlink()
     for name in GENERATED:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_bytes(b"generated")
@@ -171,9 +176,14 @@ def wheel_files(wheel: Path) -> set[str]:
 
 
 def sdist_files(sdist: Path) -> set[str]:
+    """Every member but the directories: a link (broken once unpacked elsewhere, or a
+    second copy of what it points to) is listed too, and fails the test."""
     prefix = f"{DIST_NAME}-{VERSION}/"
     with tarfile.open(sdist) as archive:
-        names = [member.name for member in archive.getmembers() if member.isfile()]
+        members = [member for member in archive.getmembers() if not member.isdir()]
+    links = [member.name for member in members if not member.isfile()]
+    assert links == [], f"links in the sdist: {links}"
+    names = [member.name for member in members]
     assert all(name.startswith(prefix) for name in names)
     return {name[len(prefix) :] for name in names}
 
@@ -258,6 +268,14 @@ def test_sdist_holds_the_app_docs_tests_and_examples_and_nothing_generated(built
     }
     assert files - generated == expected
     assert not files & {*GENERATED, ".ci/run", ".gitignore"}
+    # The Postfix templates once, in the package: not the checkout's top-level link,
+    # nor a copy of what it points to.
+    templates = {name for name in files if "postfix_templates/" in name}
+    assert templates == {
+        f"bounce_tracker/postfix_templates/{name}"
+        for name in source_files(ROOT / "bounce_tracker" / "postfix_templates")
+    }
+    assert "bounce_tracker/postfix_templates/main.cf" in templates
 
 
 @pytest.mark.long
