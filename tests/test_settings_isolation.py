@@ -208,3 +208,26 @@ def test_the_pipe_imports_nothing_of_the_sending_side(tracker):
     assert sorted(name for name in imported if name.startswith("bounce_tracker.sending")) == []
     assert "bounce_tracker.backend" not in imported
     assert bounces_recorded(tracker) == 1
+
+
+# --- the operations commands read only the shared keys -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("prune_bounce_events", "--older-than", "30", "--dry-run"),
+        ("bounce_postfix_config", "--manage-py", str(ROOT / "example_project" / "manage.py")),
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_a_bad_backend_or_mailbox_url_leaves_the_operations_commands_working(command):
+    # As a process: manage.py runs the system checks first unless the command opts out.
+    result = subprocess.run(
+        [sys.executable, "-m", "django", *command],
+        capture_output=True,
+        env=child_env({**BAD_BACKEND, **BAD_MAILBOX}),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
