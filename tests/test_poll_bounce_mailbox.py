@@ -7,9 +7,13 @@ mailbox afterwards. No mock of either server.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +28,10 @@ from django.test import override_settings
 from bounce_tracker.core.settings import get_settings
 from bounce_tracker.core.verp import return_path
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
-from bounce_tracker.receiving import mailbox as mailbox_module
 from bounce_tracker.receiving.mailbox import (
     MailboxPoller,
     PollFailedError,
+    PollSummary,
     bounce_address,
     header_fields,
     imap_quote,
@@ -35,6 +39,8 @@ from bounce_tracker.receiving.mailbox import (
     parse_mailbox_url,
     processed_folder_problem,
 )
+from bounce_tracker.receiving.mailbox import poller as poller_module
+from bounce_tracker.receiving.mailbox.imap import IMAPReader
 from bounce_tracker.receiving.settings import get_receiving_settings
 from bounce_tracker.sending.tracking import ensure_trackers
 from tests import messages
@@ -191,8 +197,15 @@ def reply_to(verp: str, kind=messages.auto_reply) -> bytes:
     return kind().replace(b"bounces+abc@bounces.example.com", verp.encode())
 
 
-def poll(server: DovecotInstance, scheme: str = "imap", **kwargs) -> mailbox_module.PollSummary:
-    url = parse_mailbox_url(server.url(scheme))
+def mailbox_url(server: DovecotInstance, scheme: str = "imap") -> str:
+    """The test mailbox's URL; the harness's POP3 port offers STLS too."""
+    if scheme == "pop3+starttls":
+        return server.url("pop3").replace("pop3://", "pop3+starttls://", 1)
+    return server.url(scheme)
+
+
+def poll(server: DovecotInstance, scheme: str = "imap", **kwargs) -> PollSummary:
+    url = parse_mailbox_url(mailbox_url(server, scheme))
     return MailboxPoller(url, get_receiving_settings(), **kwargs).run()
 
 
@@ -268,10 +281,10 @@ def test_without_move_and_uidplus_it_copies_flags_and_expunges(server, monkeypat
         newsletter(),
         messages.dsn("gone@example.org", return_path=verp["gone@example.org"]),
     )
-    login = MailboxPoller._imap_login
+    login = IMAPReader.login
     monkeypatch.setattr(
-        MailboxPoller,
-        "_imap_login",
+        IMAPReader,
+        "login",
         lambda self, connection: login(self, connection) - {"MOVE", "UIDPLUS"},
     )
 
@@ -296,7 +309,7 @@ def test_a_crash_after_recording_is_recovered_by_the_next_run_without_double_cou
         raise Crash
 
     with monkeypatch.context() as patched:
-        patched.setattr(MailboxPoller, "_imap_remove", crash)
+        patched.setattr(IMAPReader, "remove", crash)
         with pytest.raises(Crash):
             poll(server)
     assert BounceEvent.objects.count() == 5
@@ -313,7 +326,7 @@ def test_a_crash_after_recording_is_recovered_by_the_next_run_without_double_cou
 def test_a_database_error_stops_the_run_after_removing_what_was_recorded(server, monkeypatch):
     verp = trackers(*(f"user{n}@example.org" for n in range(4)))
     server.append(*(messages.dsn(email, return_path=address) for email, address in verp.items()))
-    receive = mailbox_module.receive_message
+    receive = poller_module.receive_message
     calls = []
 
     def flaky(*args, **kwargs):
@@ -322,7 +335,7 @@ def test_a_database_error_stops_the_run_after_removing_what_was_recorded(server,
             raise OperationalError("server has gone away")
         return receive(*args, **kwargs)
 
-    monkeypatch.setattr(mailbox_module, "receive_message", flaky)
+    monkeypatch.setattr(poller_module, "receive_message", flaky)
     with pytest.raises(CommandError, match="database error") as raised:
         call_command("poll_bounce_mailbox", url=server.url(), verbosity=0)
     assert raised.value.returncode == 75
@@ -330,7 +343,7 @@ def test_a_database_error_stops_the_run_after_removing_what_was_recorded(server,
     assert BounceEvent.objects.count() == 2
     assert server.count() == 2  # the failed one and the one after it wait
 
-    monkeypatch.setattr(mailbox_module, "receive_message", receive)
+    monkeypatch.setattr(poller_module, "receive_message", receive)
     call_command("poll_bounce_mailbox", url=server.url(), verbosity=0)
     assert BounceEvent.objects.count() == 4
     assert server.count() == 0
@@ -340,14 +353,14 @@ def test_a_message_that_fails_for_another_reason_stays_and_the_rest_goes_on(serv
     verp = trackers("a@example.org", "b@example.org")
     poison = messages.dsn("a@example.org", return_path=verp["a@example.org"])
     server.append(poison, messages.dsn("b@example.org", return_path=verp["b@example.org"]))
-    receive = mailbox_module.receive_message
+    receive = poller_module.receive_message
 
     def fussy(message, sender, recipient, **kwargs):
         if recipient == verp["a@example.org"]:
             raise ValueError("classifier bug")
         return receive(message, sender, recipient, **kwargs)
 
-    monkeypatch.setattr(mailbox_module, "receive_message", fussy)
+    monkeypatch.setattr(poller_module, "receive_message", fussy)
     with pytest.raises(CommandError, match="1 message") as raised:
         call_command("poll_bounce_mailbox", url=server.url(), verbosity=0)
     assert raised.value.returncode == 1
@@ -400,7 +413,7 @@ def test_pop3_records_and_deletes_and_leaves_other_mail(server):
     assert poll(server, "pop3").processed == 0
 
 
-@pytest.mark.parametrize("scheme", ["imaps", "imap+starttls"])
+@pytest.mark.parametrize("scheme", ["imaps", "imap+starttls", "pop3+starttls"])
 def test_tls_verifies_the_server_certificate(server, scheme, monkeypatch):
     verp = trackers("dead@example.org")
     server.append(messages.dsn(return_path=verp["dead@example.org"]))
@@ -411,6 +424,61 @@ def test_tls_verifies_the_server_certificate(server, scheme, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))  # trust the test certificate
     assert poll(server, scheme).recorded == 1
     assert server.count() == 0
+
+
+@contextlib.contextmanager
+def a_server_refusing_starttls(protocol: str) -> Iterator[tuple[int, list[bytes], threading.Event]]:
+    """A server on loopback that offers STARTTLS (IMAP) or STLS (POP3) and refuses it.
+
+    Yields its port, the lines it received and an event set when the client closed.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+    closed = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        connection.settimeout(15)
+        with connection, connection.makefile("rwb") as stream:
+            stream.write(b"* OK ready\r\n" if protocol == "imap" else b"+OK ready\r\n")
+            stream.flush()
+            with contextlib.suppress(OSError):
+                while line := stream.readline():
+                    received.append(line)
+                    tag, _, command = line.strip().partition(b" ")
+                    if protocol == "pop3" and tag.upper() == b"CAPA":
+                        stream.write(b"+OK\r\nSTLS\r\n.\r\n")
+                    elif protocol == "pop3":
+                        stream.write(b"-ERR not now\r\n")
+                    elif command.upper() == b"CAPABILITY":
+                        stream.write(b"* CAPABILITY IMAP4rev1 STARTTLS\r\n" + tag + b" OK done\r\n")
+                    else:
+                        stream.write(tag + b" NO not now\r\n")
+                    stream.flush()
+                closed.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], received, closed
+    finally:
+        listener.close()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_a_refused_starttls_closes_the_connection_at_once_in_either_protocol(protocol):
+    with a_server_refusing_starttls(protocol) as (port, received, closed):
+        url = parse_mailbox_url(f"{protocol}+starttls://user:topsecret@127.0.0.1:{port}")
+        with pytest.raises(PollFailedError, match=r"TLS session|not now") as raised:
+            MailboxPoller(url, get_receiving_settings()).run()
+        # Closed while the error (and the frames it holds) is still alive: not left to
+        # the garbage collector, and nothing more sent in clear.
+        assert closed.wait(10), "the client kept the refused connection open"
+        assert raised.value is not None
+    commands = [line.split()[-1].upper() for line in received]
+    assert commands == ([b"CAPABILITY", b"STARTTLS"] if protocol == "imap" else [b"CAPA", b"STLS"])
 
 
 @pytest.mark.parametrize("scheme", ["imap", "pop3"])
@@ -461,6 +529,17 @@ def child_env() -> dict[str, str]:
     }
 
 
+def terminate(child: subprocess.Popen) -> tuple:
+    """SIGTERM, then the child's output; killed when it does not stop within 30 s."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        return child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 def test_once_prints_a_one_line_summary_and_exits_0(server):
     verp = trackers("dead@example.org")
     server.append(messages.dsn(return_path=verp["dead@example.org"]), newsletter())
@@ -479,6 +558,85 @@ def test_once_prints_a_one_line_summary_and_exits_0(server):
         command("--url", server.url(), "-v", "0"), capture_output=True, env=child_env(), timeout=120
     )
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, b"", b"")
+
+
+def test_once_prints_nothing_when_there_was_nothing_to_do_but_with_v2(server):
+    server.append(newsletter())  # other mail only: nothing recorded, stored or removed
+
+    quiet, verbose = io.StringIO(), io.StringIO()
+    call_command("poll_bounce_mailbox", url=server.url(), stdout=quiet)
+    call_command("poll_bounce_mailbox", url=server.url(), verbosity=2, stdout=verbose)
+
+    assert quiet.getvalue() == ""
+    assert verbose.getvalue().startswith("poll_bounce_mailbox: 0 recorded, 0 duplicate(s), ")
+    assert "0 removed, 1 unrelated left alone, 0 error(s)" in verbose.getvalue()
+    assert server.count() == 1
+
+
+def test_once_prints_its_summary_when_it_found_only_duplicates(server):
+    verp = trackers("dead@example.org")
+    bounce = messages.dsn(return_path=verp["dead@example.org"])
+    server.append(bounce)
+    call_command("poll_bounce_mailbox", url=server.url(), verbosity=0)
+    server.append(bounce)  # delivered again: recorded before, so it goes
+
+    out = io.StringIO()
+    call_command("poll_bounce_mailbox", url=server.url(), stdout=out)
+
+    assert out.getvalue().startswith("poll_bounce_mailbox: 0 recorded, 1 duplicate(s), ")
+    assert server.count() == 0
+
+
+def loop_against_an_unreachable_mailbox(settings_module: str, site_log: Path) -> tuple[str, str]:
+    """Run ``--loop`` until its first failed pass is logged; its stdout and stderr."""
+    stderr_path = site_log.with_name("stderr.log")
+    env = {
+        **child_env(),
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "BOUNCE_TRACKER_TEST_SITE_LOG": str(site_log),
+    }
+    with stderr_path.open("wb") as stderr:
+        child = subprocess.Popen(
+            command("--url", "pop3://u:p@127.0.0.1:1", "--loop", "--interval", "0.2"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        try:
+            wait_until(
+                lambda: b"trying again" in site_log.read_bytes() + stderr_path.read_bytes(),
+                60,
+                "the failed pass to be logged",
+            )
+        finally:
+            out, _ = terminate(child)
+    assert child.returncode == 0
+    return out.decode(), stderr_path.read_text()
+
+
+def test_loop_errors_reach_the_sites_root_logger_and_nothing_of_its_own(tmp_path):
+    site_log = tmp_path / "site.log"
+    site_log.touch()
+
+    out, err = loop_against_an_unreachable_mailbox("tests.root_logging_settings", site_log)
+
+    assert (out, err) == ("", "")
+    errors = [line for line in site_log.read_text().splitlines() if " ERROR " in line]
+    assert errors[0].startswith(
+        "site-root ERROR bounce_tracker: poll_bounce_mailbox: mailbox pop3://u@127.0.0.1:1: "
+        "ConnectionRefusedError"
+    ), errors
+
+
+def test_loop_without_a_logging_configuration_logs_its_errors_to_stderr(tmp_path):
+    site_log = tmp_path / "site.log"
+    site_log.touch()
+
+    out, err = loop_against_an_unreachable_mailbox("tests.settings", site_log)
+
+    assert out == ""
+    assert site_log.read_text() == ""
+    assert " ERROR poll_bounce_mailbox: mailbox pop3://u@127.0.0.1:1: ConnectionRefused" in err
 
 
 def test_a_poller_killed_mid_run_loses_nothing_and_counts_nothing_twice(server):
@@ -520,12 +678,8 @@ def test_loop_mode_picks_up_new_mail_and_stops_on_sigterm(server):
         server.append(messages.dsn("second@example.org", return_path=verp["second@example.org"]))
         wait_until(lambda: server.count() == 0, 60, "the second bounce to be taken")
         assert BounceEvent.objects.count() == 2
-        child.send_signal(signal.SIGTERM)
-        out, err = child.communicate(timeout=30)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        out, err = terminate(child)
     assert child.returncode == 0, err
     assert out.count("1 recorded") == 2, out
 
