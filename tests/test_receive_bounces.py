@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import signal
 import smtplib
@@ -16,15 +17,19 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 
 from bounce_tracker.core.settings import get_settings
 from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
+from bounce_tracker.receiving.lmtp import service
 from bounce_tracker.receiving.lmtp.service import (
     listening_socket,
     parse_addrport,
     serve,
 )
+from bounce_tracker.receiving.reporting import command_logging
 from tests import messages
 from tests.postfix_harness import free_port, wait_until
 from tests.test_handle_bounce import database_url
@@ -131,6 +136,13 @@ def test_addrport_forms():
     assert parse_addrport("10025") == ("127.0.0.1", 10025)
     assert parse_addrport("0.0.0.0:24") == ("0.0.0.0", 24)
     assert parse_addrport("[::1]:10025") == ("::1", 10025)
+
+
+def test_a_bad_addrport_is_a_value_error_the_command_turns_into_a_command_error():
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        parse_addrport("host:99999")
+    with pytest.raises(CommandError, match="'here:there' is not HOST:PORT"):
+        call_command("receive_bounces", "here:there")
 
 
 def test_lhlo_announces_pipelining_enhanced_codes_and_size(receiver):
@@ -344,13 +356,19 @@ def test_ten_concurrent_sessions_are_all_recorded(receiver):
 # --- The command, as a process -----------------------------------------------------
 
 
-def start_command(*args: str, url: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def start_command(
+    *args: str,
+    url: str | None = None,
+    settings_module: str = "tests.settings",
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DJANGO_SETTINGS_MODULE": settings_module,
         "DATABASE_URL": url or database_url(),
+        **(env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "django", "receive_bounces", f"127.0.0.1:{port}", *args],
@@ -501,3 +519,98 @@ def test_after_the_database_drops_its_connections_the_next_message_is_recorded(t
     assert process.returncode == 0, err.decode()
     tracker.refresh_from_db()
     assert tracker.bounce_count == 2
+
+
+# --- Logging: the site's configuration first -----------------------------------------
+
+
+class Collect(logging.Handler):
+    """A site's handler (Sentry, JSON logs): keeps every record it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def deliver_with_a_broken_recorder(monkeypatch) -> int:
+    """One message through a receiver whose recording fails unexpectedly: the code."""
+
+    def broken(*args):
+        raise RuntimeError("a bug in recording")
+
+    monkeypatch.setattr(service, "record_message", broken)
+    with InProcessReceiver() as receiver:
+        client = receiver.client()
+        [(code, _)] = transaction(client, [VERP], messages.dsn())
+        client.quit()
+    return code
+
+
+@pytest.fixture
+def root_handlers():
+    """The root logger's handlers, to replace for one test (pytest's are put back)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    yield root.handlers
+    root.handlers[:] = saved
+
+
+def test_an_error_of_the_receiver_reaches_a_handler_on_the_root_logger(root_handlers, monkeypatch):
+    site = Collect()
+    root_handlers[:] = [site]  # the site's LOGGING: a root handler, nothing else
+
+    with command_logging(1, info_from=1) as added:
+        code = deliver_with_a_broken_recorder(monkeypatch)
+
+    assert (code, added) == (451, None)
+    assert logging.getLogger("bounce_tracker").handlers == []
+    assert logging.getLogger("bounce_tracker").propagate
+    errors = [(r.name, r.getMessage()) for r in site.records if r.levelno >= logging.ERROR]
+    assert errors == [("bounce_tracker.receiving.lmtp", "LMTP delivery failed")]
+    assert "a bug in recording" in site.format(site.records[-1])
+
+
+def test_without_a_logging_configuration_the_receiver_logs_to_stderr(
+    root_handlers, monkeypatch, capsys
+):
+    root_handlers[:] = []  # no LOGGING at all
+    logger = logging.getLogger("bounce_tracker")
+
+    with command_logging(1, info_from=1) as added:
+        assert logger.handlers == [added]
+        assert logger.level == logging.INFO
+        code = deliver_with_a_broken_recorder(monkeypatch)
+
+    assert code == 451
+    assert (logger.handlers, logger.level, logger.propagate) == ([], logging.NOTSET, True)
+    err = capsys.readouterr().err
+    assert " ERROR LMTP delivery failed\n" in err
+    assert "RuntimeError: a bug in recording" in err
+
+
+def test_the_command_logs_through_the_sites_root_handler_and_not_on_its_own(tmp_path):
+    site_log = tmp_path / "site.log"
+    process, port = start_command(
+        settings_module="tests.root_logging_settings",
+        env={"BOUNCE_TRACKER_TEST_SITE_LOG": str(site_log)},
+    )
+    try:
+        client = smtplib.LMTP("127.0.0.1", port, timeout=30)
+        client.ehlo("client.test")
+        [(code, _)] = transaction(client, [UNKNOWN], messages.dsn())
+        client.quit()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert (process.returncode, code) == (0, 250), err.decode()
+    assert (out, err) == (b"", b"")  # no handler of its own
+    lines = site_log.read_text().splitlines()
+    assert lines[0].startswith("site-root INFO bounce_tracker: receive_bounces: LMTP on inet:")
+    assert any(
+        line.startswith("site-root INFO bounce_tracker: lmtp from=<> ") and "unmatched" in line
+        for line in lines
+    ), lines
+    assert lines[-1] == "site-root INFO bounce_tracker: receive_bounces: stopped"
