@@ -25,7 +25,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from bounce_tracker.core.settings import get_settings
-from bounce_tracker.models import BounceEvent, EmailAddressTracker
+from bounce_tracker.models import COUNTER_FIELDS, BounceEvent, EmailAddressTracker
 from bounce_tracker.ops.legacy import (
     ImportReport,
     LegacyImporter,
@@ -38,21 +38,7 @@ from bounce_tracker.receiving.receive import Outcome, read_message, receive_mess
 from tests import messages
 
 ZERO = "0000-00-00 00:00:00"
-FIELDS = [
-    "pk",
-    "email",
-    "encoded_from",
-    "ignore_bounces",
-    "msg_count",
-    "first_email",
-    "last_email",
-    "first_bounce",
-    "last_bounce",
-    "last_bounce2",
-    "last_bounce3",
-    "bounce_count",
-    "suppressed_reason",
-]
+FIELDS = ["pk", "email", "encoded_from", "ignore_bounces", *COUNTER_FIELDS, "suppressed_reason"]
 
 
 def row(

@@ -25,10 +25,9 @@ from django.test import override_settings
 from bounce_tracker.checks import check_settings
 from bounce_tracker.models import EmailAddressTracker
 from tests import messages
-from tests.postfix_harness import free_port, wait_until
 from tests.settings import BOUNCE_TRACKER
 from tests.test_handle_bounce import database_url
-from tests.test_receive_bounces import transaction
+from tests.test_receive_bounces import start_command, transaction
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,25 +61,11 @@ def handle_bounce(bad_keys: dict[str, object], *python_flags: str) -> subprocess
 
 def lmtp_reply(bad_keys: dict[str, object]) -> int:
     """Start ``receive_bounces`` under ``bad_keys``, deliver one DSN, return the LMTP code."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "django", "receive_bounces", f"127.0.0.1:{port}"],
-        env=child_env(bad_keys),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process, port = start_command(
+        settings_module="tests.settings_from_env",
+        env={"BOUNCE_TRACKER_JSON": json.dumps(bad_keys)},
     )
-
-    def listening() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(process.communicate()[1].decode())
-        try:
-            smtplib.LMTP("127.0.0.1", port, timeout=5).close()
-        except OSError:
-            return False
-        return True
-
     try:
-        wait_until(listening, 60, "receive_bounces to listen")
         client = smtplib.LMTP("127.0.0.1", port, timeout=30)
         client.ehlo("client.test")
         [(code, _)] = transaction(client, [VERP], messages.dsn())
