@@ -16,16 +16,50 @@ with django-environ:
 ``BOUNCE_TRACKER_<KEY>``
     One variable per ``BOUNCE_TRACKER`` key (``BOUNCE_TRACKER_BOUNCE_DOMAIN``,
     ``BOUNCE_TRACKER_SOFT_BOUNCE_LIMIT``...). Unset variables leave the app's default.
+``ENV_FILE``
+    Optional: the absolute path of a file of ``NAME=VALUE`` lines (django-environ's
+    ``.env`` format) holding any of the variables above, e.g. ``DATABASE_URL`` with
+    its password. Variables set in the environment win over the file. This is how
+    secrets reach the Postfix pipe without being written into the world-readable
+    ``master.cf``: ``bounce_postfix_config --env ENV_FILE=/etc/site/site.env``
+    (docs/postfix.rst). A file that is named but can't be read stops the settings
+    with ImproperlyConfigured, instead of silently falling back to the defaults.
 """
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # example_project/ (the directory holding manage.py).
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
+def _read_env_file() -> None:
+    """Add the variables of the file ``ENV_FILE`` names to the environment, if it names one.
+
+    django-environ's ``read_env`` only logs a file it can't open and carries on, so
+    the file is read here first: a pipe user who can't read it must get an error that
+    names the file (Postfix then keeps the bounce), not the SQLite default database.
+    """
+    path = os.environ.get("ENV_FILE")
+    if not path:
+        return
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"ENV_FILE={path} can't be read: {exc.strerror or exc} (the user running "
+            "this must be able to read it)"
+        ) from exc
+    # overwrite=False: a variable already in the environment keeps its value.
+    environ.Env.read_env(io.StringIO(content), overwrite=False)
+
+
+_read_env_file()
 env = environ.Env()
 
 SECRET_KEY = env.str(
