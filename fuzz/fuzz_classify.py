@@ -4,9 +4,9 @@ Feeds arbitrary bytes to :func:`bounce_tracker.classify.classify_message` and ch
 what it promises for every input (:func:`fuzz.invariants.check`). A finding is any of:
 
 - an exception escaping ``classify_message`` (it must never raise);
-- an input that reaches its catch-all (``reason="unparsable: …"``): the catch-all
-  is a safety net, not a code path, so the input is replayed through ``_classify``
-  to raise the hidden exception with its traceback;
+- an input that reaches its catch-all (``failed`` set, ``reason="classifier failed: …"``):
+  the catch-all is a safety net, not a code path, so the input is replayed through
+  ``_classify`` to raise the caught exception with its traceback;
 - a verdict that breaks an invariant: kind not a BounceKind, a status that is not an
   RFC 3463 code, a diagnostic longer than MAX_DIAGNOSTIC_CHARS, more than
   MAX_RECIPIENT_RECORDS recipients, a malformed original Message-ID;

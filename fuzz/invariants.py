@@ -31,14 +31,13 @@ def _require(condition: bool, what: str) -> None:
 def check(result: Classification, raw: bytes) -> None:
     """Raise if ``result`` (the verdict on ``raw``) breaks a contract.
 
-    An input that reached the catch-all (``reason="unparsable: …"``) is replayed
-    through ``_classify`` so that the exception it swallowed surfaces with its
-    traceback.
+    An input that reached the catch-all (``result.failed`` set) is replayed through
+    ``_classify`` so that the exception it caught surfaces with its traceback.
     """
     _require(isinstance(result, Classification), f"not a Classification: {result!r}")
-    if result.reason.startswith("unparsable"):
+    if result.failed:
         _classify(raw)
-        raise InvariantError(f"catch-all reached ({result.reason}); _classify did not raise")
+        raise InvariantError(f"catch-all reached ({result.failed}); _classify did not raise")
     _require(isinstance(result.kind, BounceKind), f"kind {result.kind!r}")
     _require(
         result.status is None or bool(STATUS_RE.match(result.status)),

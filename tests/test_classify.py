@@ -688,7 +688,7 @@ def _assert_verdict(result: Classification) -> None:
     assert isinstance(result, Classification)
     assert isinstance(result.kind, BounceKind)
     # The catch-all is a safety net, not a code path: no input may reach it.
-    assert not result.reason.startswith("unparsable"), result.reason
+    assert not result.failed, result.extra.get("traceback")
     assert len(result.diagnostic) <= 1000
     assert len(result.recipients) <= MAX_RECIPIENT_RECORDS
 
@@ -735,13 +735,16 @@ def test_mutated_dsns_never_raise(seed, operations):
     _assert_verdict(classify_message(_mutate(VALID_DSN, seed, operations)))
 
 
-def test_internal_errors_become_unparsable_not_bounce(monkeypatch):
+def test_internal_errors_become_a_failed_verdict_not_a_silent_not_bounce(monkeypatch):
     def explode(raw: bytes) -> Classification:
         raise KeyError("boom")
 
     monkeypatch.setattr(classify_module, "_classify", explode)
     result = classify_message(VALID_DSN)
-    assert (result.kind, result.reason) == (BounceKind.NOT_BOUNCE, "unparsable: KeyError")
+    assert (result.kind, result.reason) == (BounceKind.NOT_BOUNCE, "classifier failed: KeyError")
+    assert result.failed == "KeyError: 'boom'"
+    assert isinstance(result.error, KeyError)
+    assert "explode" in result.extra["traceback"]
 
 
 def _timed(raw: bytes) -> tuple[Classification, float]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bounce_tracker.classify import classify_message, delivery_status
+from bounce_tracker.classify import classifier, classify_message, delivery_status
 from bounce_tracker.classify.diagnosis import failure_kind
 from bounce_tracker.classify.limits import MAX_REPORT_DECISION_CHARS
 from bounce_tracker.core.kinds import BounceKind
@@ -31,13 +31,25 @@ def test_regression_input_gets_a_valid_verdict(path):
     check(classify_message(raw), raw)
 
 
+def test_the_harness_surfaces_an_input_that_reaches_the_catch_all(monkeypatch):
+    def broken(report: object) -> None:
+        raise KeyError("injected")
+
+    monkeypatch.setattr(classifier, "classify_dsn", broken)
+    raw = (REGRESSIONS / "utf7-lone-surrogate-in-inline-headers.eml").read_bytes()
+    result = classify_message(raw)
+    assert result.failed == "KeyError: 'injected'"
+    with pytest.raises(KeyError, match="injected"):  # replayed: the caught exception again
+        check(result, raw)
+
+
 def test_utf7_lone_surrogates_do_not_reach_the_catch_all():
     # UTF-7 decodes "+2D0-" to a lone surrogate, which header decoding used to choke on.
     result = classify_message(
         (REGRESSIONS / "utf7-lone-surrogate-in-inline-headers.eml").read_bytes()
     )
     assert result.kind == BounceKind.SOFT
-    assert not result.reason.startswith("unparsable")
+    assert not result.failed, result.extra.get("traceback")
 
 
 def test_a_long_feedback_type_is_clipped():

@@ -81,18 +81,50 @@ def _classify(raw: bytes) -> Classification:
 def classify_message(raw: bytes) -> Classification:
     """Classify ``raw`` (a whole message as bytes). Never raises.
 
-    Any input gets a verdict; input the parser can't make sense of is ``not_bounce``
-    with the reason ``"unparsable: <exception type>"``.
+    Any input gets a verdict. When the classifier itself fails on the input (an
+    exception inside it: a bug, never a property of the message), the verdict says
+    so instead of hiding it: ``failed`` holds the exception on one line,
+    ``extra["traceback"]`` the formatted traceback, ``error`` the exception, and the
+    reason is ``"classifier failed: <exception type>"``. The receiving side keeps such a
+    message for review and counts nothing (:func:`bounce_tracker.core.events.store_for_review`).
     """
     try:
         return _classify(raw)
-    except Exception as exc:
-        return Classification(
-            kind=BounceKind.NOT_BOUNCE,
-            status=None,
-            diagnostic="",
-            reason=f"unparsable: {type(exc).__name__}",
-        )
+    except Exception as exc:  # the verdict carries it: never swallowed
+        return failed_classification(exc)
+
+
+#: At most this much of a traceback is kept (its end: the innermost frames and the
+#: exception). A RecursionError's traceback is collapsed by the traceback module already.
+MAX_TRACEBACK_CHARS = 16_000
+#: At most this much of the exception's own text goes into ``failed``.
+MAX_FAILED_CHARS = 200
+
+
+def failed_classification(exc: Exception) -> Classification:
+    """The verdict on a message the classifier raised ``exc`` on (see :func:`classify_message`)."""
+    import traceback  # only on failure: classify_message stays cheap to import
+
+    try:
+        text = str(exc)[: 4 * MAX_FAILED_CHARS]
+    except Exception:  # an exception whose text itself fails: its type still says enough
+        text = ""
+    # One line of printable text: it goes into logs and the admin.
+    text = "".join(c if c.isprintable() else "\ufffd" for c in " ".join(text.split()))
+    text = text[:MAX_FAILED_CHARS]
+    name = type(exc).__name__
+    formatted = "".join(traceback.format_exception(exc))
+    if len(formatted) > MAX_TRACEBACK_CHARS:
+        formatted = "…" + formatted[-MAX_TRACEBACK_CHARS:]
+    return Classification(
+        kind=BounceKind.NOT_BOUNCE,
+        status=None,
+        diagnostic="",
+        reason=f"classifier failed: {name}",
+        extra={"traceback": formatted},
+        failed=f"{name}: {text}" if text else name,
+        error=exc,
+    )
 
 
 def classify_reply(

@@ -28,7 +28,7 @@ class BounceKind(enum.StrEnum):
     COMPLAINT = "complaint"
     #: A success notification (Action: delivered, relayed or expanded).
     DELIVERED = "delivered"
-    #: Anything else: a human reply, spam, unparsable input.
+    #: Anything else: a human reply, spam; also the kind of a verdict that ``failed``.
     NOT_BOUNCE = "not_bounce"
 
     @property
@@ -66,7 +66,13 @@ class RecipientResult:
 
 @dataclass(frozen=True)
 class Classification:
-    """The verdict on one message."""
+    """The verdict on one message.
+
+    A verdict whose ``failed`` is set is no verdict: the classifier raised on the
+    message (a bug, not a property of the message). Its kind is ``not_bounce`` only
+    because every verdict has one; the receiving side never records it as one, but
+    keeps the message for review (:func:`bounce_tracker.core.events.store_for_review`).
+    """
 
     kind: BounceKind
     #: The RFC 3463 enhanced status code, e.g. "5.1.1", or None when there is none.
@@ -81,3 +87,8 @@ class Classification:
     #: Which rule decided, for people reading ``inspect_bounce`` output.
     reason: str = ""
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    #: Empty, or the classifier's exception on one line (``"KeyError: 'x'"``) when it
+    #: failed on this message; ``extra["traceback"]`` then holds the formatted traceback.
+    failed: str = ""
+    #: The exception itself when ``failed``, for logging it with its traceback.
+    error: BaseException | None = field(default=None, compare=False, repr=False)
