@@ -269,14 +269,27 @@ class BounceEvent(ReceivedMessage):
 
 
 class UnmatchedMessage(ReceivedMessage):
-    """Mail to the bounce domain that matches no tracked address.
+    """Mail to the bounce domain that matches no tracked address, or that needs review.
 
     Stored rather than refused, so Postfix doesn't retry it for days and staff can
-    still look at it (and attach it to an address).
+    still look at it (and attach it to an address). A message the classifier failed
+    on is kept here too, whatever address it reached, flagged ``needs_review``: it
+    was not counted, and staff attach it once the classifier is fixed.
     """
 
     reason = models.CharField(_("why unmatched"), max_length=255)
     kind = models.CharField(_("kind"), max_length=16, choices=KIND_CHOICES, blank=True, default="")
+    needs_review = models.BooleanField(
+        _("needs review"),
+        default=False,
+        help_text=_("The classifier failed on this message: it was not counted."),
+    )
+    classifier_error = models.TextField(
+        _("classifier error"),
+        blank=True,
+        default="",
+        help_text=_("The classifier's exception and traceback, when it failed."),
+    )
 
     class Meta:
         verbose_name = _("unmatched message")
@@ -284,6 +297,8 @@ class UnmatchedMessage(ReceivedMessage):
         ordering = ("-received_at",)
         indexes = [  # noqa: RUF012 - Django's Meta convention
             models.Index(fields=["received_at"], name="bounce_unm_received_idx"),
+            # The dashboard's count and the separate caps of flagged and other rows.
+            models.Index(fields=["needs_review", "id"], name="bounce_unm_review_idx"),
         ]
 
     def __str__(self) -> str:

@@ -50,6 +50,8 @@ class Outcome(enum.StrEnum):
     RECORDED = "recorded"
     DUPLICATE = "duplicate"
     UNMATCHED = "unmatched"
+    #: The classifier failed on it: kept with unmatched mail, flagged, nothing counted.
+    NEEDS_REVIEW = "needs_review"
 
 
 @dataclass(frozen=True)
@@ -265,25 +267,120 @@ def store_unmatched(
     ``stored`` are its fields from :func:`received_fields`. Then only the newest
     ``UNMATCHED_MAX_MESSAGES`` are kept (:func:`prune_unmatched`).
     """
-    try:
-        with transaction.atomic():
-            unmatched = UnmatchedMessage.objects.create(
-                reason=reason[:255], kind=classification.kind, **stored
-            )
-    except IntegrityError:
-        if UnmatchedMessage.objects.filter(fingerprint=stored["fingerprint"]).exists():
-            return ReceiveResult(Outcome.DUPLICATE, classification.kind)
-        raise
+    unmatched = _create_unmatched(stored, reason=reason[:255], kind=classification.kind)
+    if unmatched is None:
+        return ReceiveResult(Outcome.DUPLICATE, classification.kind)
     prune_unmatched(tracker_settings.unmatched_max_messages, newest_pk=unmatched.pk)
     return ReceiveResult(Outcome.UNMATCHED, classification.kind, unmatched=unmatched)
 
 
-def prune_unmatched(max_messages: int, *, newest_pk: int | None = None, batch: int = 1000) -> int:
+#: What a flagged row keeps of the classifier's traceback (a TextField; bounded anyway).
+MAX_CLASSIFIER_ERROR_CHARS = 20_000
+
+
+def store_for_review(
+    classification: Classification,
+    stored: dict[str, object],
+    tracker_settings: TrackerSettings,
+) -> ReceiveResult:
+    """Keep a message the classifier failed on, flagged for review; count nothing.
+
+    ``classification.failed`` is set (see
+    :func:`bounce_tracker.classify.classify_message`): there is no verdict to record,
+    and guessing one could suppress a good address or miss a dead one. The message
+    goes to unmatched mail, whatever address it reached, with ``needs_review`` set,
+    the reason ``"classifier failed: …"``, no kind and the traceback in
+    ``classifier_error``; no tracker changes. It is logged at ERROR on the
+    ``bounce_tracker`` logger with the exception (``exc_info``), so the site's error
+    reporting sees it. Staff attach it in the admin once the classifier is fixed.
+
+    Exactly once, like any message: a second delivery of it (same fingerprint) stores
+    nothing and is ``duplicate``, and so is one whose event was recorded before.
+    Flagged rows are capped on their own (``UNMATCHED_MAX_MESSAGES`` of them): a flood
+    of stray mail never pushes one out, and a flood of messages that all hit the same
+    bug can't fill the disk.
+    """
+    kind = classification.kind
+    if BounceEvent.objects.filter(fingerprint=stored["fingerprint"]).exists():
+        return ReceiveResult(Outcome.DUPLICATE, kind)  # recorded before the classifier broke
+    unmatched = _create_unmatched(stored, **_review_fields(classification))
+    if unmatched is None:
+        logger.warning(
+            "The classifier failed again on the message to <%s> kept for review before "
+            "(%s); nothing stored.",
+            stored["envelope_recipient"],
+            classification.failed,
+        )
+        return ReceiveResult(Outcome.DUPLICATE, kind)
+    _log_failure(classification, unmatched)
+    prune_unmatched(
+        tracker_settings.unmatched_max_messages, newest_pk=unmatched.pk, needs_review=True
+    )
+    return ReceiveResult(Outcome.NEEDS_REVIEW, kind, unmatched=unmatched)
+
+
+def flag_for_review(unmatched: UnmatchedMessage, classification: Classification) -> None:
+    """Flag a stored unmatched message the classifier failed on (again) for review.
+
+    For a message classified again (attached by staff): the row gets the reason and
+    traceback of this failure and ``needs_review``; the failure is logged at ERROR.
+    """
+    fields = _review_fields(classification)
+    UnmatchedMessage.objects.filter(pk=unmatched.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(unmatched, name, value)
+    _log_failure(classification, unmatched)
+
+
+def _review_fields(classification: Classification) -> dict[str, object]:
+    """What a row flagged for review says: no kind, why, and the traceback."""
+    details = classification.extra.get("traceback") or classification.failed
+    return {
+        "reason": storable_text(f"classifier failed: {classification.failed}")[:255],
+        "kind": "",
+        "needs_review": True,
+        "classifier_error": storable_text(details)[-MAX_CLASSIFIER_ERROR_CHARS:],
+    }
+
+
+def _log_failure(classification: Classification, unmatched: UnmatchedMessage) -> None:
+    error = classification.error
+    logger.error(
+        "The classifier failed on the message to <%s> (%s): kept for review as unmatched "
+        "message #%d, nothing counted.",
+        unmatched.envelope_recipient,
+        classification.failed,
+        unmatched.pk,
+        exc_info=(type(error), error, error.__traceback__) if error is not None else None,
+    )
+
+
+def _create_unmatched(stored: dict[str, object], **fields: object) -> UnmatchedMessage | None:
+    """The new unmatched row, or None when its fingerprint is stored already."""
+    try:
+        with transaction.atomic():
+            return UnmatchedMessage.objects.create(**fields, **stored)
+    except IntegrityError:
+        if UnmatchedMessage.objects.filter(fingerprint=stored["fingerprint"]).exists():
+            return None
+        raise
+
+
+def prune_unmatched(
+    max_messages: int,
+    *,
+    newest_pk: int | None = None,
+    batch: int = 1000,
+    needs_review: bool = False,
+) -> int:
     """Keep only the newest ``max_messages`` unmatched messages; return how many were deleted.
 
     Called after every stored unmatched message, so a flood of forged or stray mail
     can't fill the disk: the table holds at most ``UNMATCHED_MAX_MESSAGES`` rows of at
     most ``RAW_MESSAGE_MAX_BYTES`` each (plus whatever arrives between two prunes).
+    Messages flagged for review (:func:`store_for_review`) are capped apart: this
+    prunes only the flagged ones when ``needs_review`` is true, and never touches them
+    otherwise, so stray mail can't push out a message waiting for a person.
     At most ``batch`` rows go per call, oldest first, so one call stays short and the
     table converges back under the cap when the cap is lowered. Below the cap this
     costs one indexed MIN query; at the cap, one more index walk of ``max_messages``
@@ -292,7 +389,7 @@ def prune_unmatched(max_messages: int, *, newest_pk: int | None = None, batch: i
     """
     try:
         with transaction.atomic():
-            rows = UnmatchedMessage.objects.all()
+            rows = UnmatchedMessage.objects.filter(needs_review=needs_review)
             if newest_pk is not None:
                 oldest = rows.order_by("id").values_list("id", flat=True).first()
                 if oldest is None or newest_pk - oldest < max_messages:
@@ -313,7 +410,8 @@ def prune_unmatched(max_messages: int, *, newest_pk: int | None = None, batch: i
         return 0
     if deleted:
         logger.warning(
-            "Unmatched mail is over UNMATCHED_MAX_MESSAGES (%d): deleted the %d oldest message(s).",
+            "%s is over UNMATCHED_MAX_MESSAGES (%d): deleted the %d oldest message(s).",
+            "Unmatched mail flagged for review" if needs_review else "Unmatched mail",
             max_messages,
             deleted,
         )

@@ -5,8 +5,9 @@ receiver. The contract both rely on:
 
 - :func:`read_message` reads a stream to its end with bounded memory.
 - :func:`receive_message` records the message exactly once (by its fingerprint), or
-  stores it as unmatched, or raises. It never returns "try again": any exception
-  means "nothing was recorded, deliver it again later" (exit 75, SMTP 451).
+  stores it as unmatched, or keeps it for review when the classifier failed on it, or
+  raises. It never returns "try again": any exception means "nothing was recorded,
+  deliver it again later" (exit 75, SMTP 451).
 """
 
 from __future__ import annotations
@@ -147,14 +148,18 @@ def receive_message(
 ) -> ReceiveResult:
     """Classify and record a message for the VERP address ``recipient``.
 
-    Raises on anything that prevents recording now (database errors included); the
-    caller then asks the MTA to deliver it again.
+    A message the classifier fails on is kept for review and counts nothing
+    (:func:`keep_for_review`, outcome ``needs_review``): it is safely stored, so the
+    MTA must not deliver it again. Raises on anything that prevents recording now
+    (database errors included); the caller then asks the MTA to deliver it again.
     """
     tracker_settings = tracker_settings or get_settings()
     # The envelope comes from whoever sent the mail: a NUL or an undecodable byte
     # would make the lookup itself fail on every retry.
     sender, recipient = clean_envelope(sender), clean_envelope(recipient)
     classification = classify_message(message.data)
+    if classification.failed:
+        return keep_for_review(message, sender, recipient, classification, source, tracker_settings)
     local_part = local_part_of(recipient)
     tracker = EmailAddressTracker.objects.filter(encoded_from=local_part).first()
     if tracker is None:
@@ -198,6 +203,23 @@ def store_unmatched(
     """Keep a message that matches no tracked address (once per fingerprint)."""
     stored = _stored_fields(message, sender, recipient, classification, source, tracker_settings)
     return events.store_unmatched(classification, stored, reason, tracker_settings)
+
+
+def keep_for_review(
+    message: IncomingMessage,
+    sender: str,
+    recipient: str,
+    classification: Classification,
+    source: EventSource,
+    tracker_settings: TrackerSettings,
+) -> ReceiveResult:
+    """Keep a message the classifier failed on, flagged for review (once per fingerprint).
+
+    Whether or not its address is tracked: nothing is counted, the failure is logged
+    at ERROR (see :func:`bounce_tracker.core.events.store_for_review`).
+    """
+    stored = _stored_fields(message, sender, recipient, classification, source, tracker_settings)
+    return events.store_for_review(classification, stored, tracker_settings)
 
 
 def _stored_fields(
@@ -245,10 +267,17 @@ def record_unmatched_message(
     attaching a redelivered copy, or a redelivery once the address exists, records
     nothing more (outcome ``duplicate``; ``event`` is then the event recorded before).
     The unmatched row itself is left to the caller to delete.
+
+    When the classifier still fails on it, nothing is recorded: the row is flagged for
+    review (with the new traceback), the failure logged at ERROR, and the outcome is
+    ``needs_review``; the caller keeps the row.
     """
     tracker_settings = tracker_settings or get_settings()
     message = stored_message(unmatched.raw_message, unmatched.raw_size)
     classification = classify_message(message.data)
+    if classification.failed:
+        events.flag_for_review(unmatched, classification)
+        return ReceiveResult(Outcome.NEEDS_REVIEW, classification.kind, unmatched=unmatched)
     result = record_bounce(
         tracker,
         message,

@@ -2,7 +2,10 @@
 
 Touches no database (works before ``migrate``) and needs no ``BOUNCE_TRACKER``
 settings. A file that can't be read is reported (with an ``error`` field in JSON)
-and the run goes on.
+and the run goes on. When the classifier fails on a file, ``failed`` holds its
+exception on one line and ``traceback`` the traceback (``kind`` is then
+``not_bounce``, which ``handle_bounce`` would not record: it keeps such a message
+for review); otherwise ``failed`` is null.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def inspect_file(path: str, max_bytes: int) -> dict[str, Any]:
         "reason": result.reason,
         "size": message.size,
         "truncated": message.truncated,
+        "failed": result.failed or None,
+        **({"traceback": result.extra.get("traceback", "")} if result.failed else {}),
     }
 
 
@@ -77,6 +82,9 @@ def _as_text(report: dict[str, Any]) -> str:
     if "error" in report:
         return f"{report['path']}: error: {report['error']}"
     lines = [f"{report['path']}: {report['kind']} {report['status'] or '-'} ({report['reason']})"]
+    if report["failed"]:
+        lines.append(f"  classifier failed: {report['failed']}")
+        lines.extend(f"  {line}" for line in report["traceback"].splitlines())
     if report["diagnostic"]:
         lines.append(f"  diagnostic: {report['diagnostic'][:200]}")
     for recipient in report["recipients"]:

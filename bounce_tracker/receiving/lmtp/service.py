@@ -199,6 +199,8 @@ def record_message(
                 replies.append(f"250 2.0.0 <{recipient}> recorded ({result.kind})")
             elif result.outcome == Outcome.UNMATCHED:
                 replies.append(f"250 2.0.0 <{recipient}> stored as unmatched")
+            elif result.outcome == Outcome.NEEDS_REVIEW:  # logged at ERROR already
+                replies.append(f"250 2.0.0 <{recipient}> kept for review: classifier failed")
             else:
                 replies.append(f"250 2.0.0 <{recipient}> duplicate, recorded before")
             summaries.append(f"to=<{recipient}> {result.outcome} kind={result.kind}")
