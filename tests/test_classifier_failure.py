@@ -18,7 +18,9 @@ import sys
 from io import StringIO
 
 import pytest
+from django.contrib.messages import get_messages
 from django.core.management import call_command
+from django.urls import reverse
 
 from bounce_tracker.classify import classifier
 from bounce_tracker.core.events import prune_unmatched
@@ -31,6 +33,7 @@ from tests import messages
 from tests.test_handle_bounce import ROOT, database_url
 
 VERP = "bounces+abc@bounces.example.com"
+UNMATCHED = "admin:bounce_tracker_unmatchedmessage_changelist"
 TRACKER_FIELDS = (
     "bounce_count",
     "first_bounce",
@@ -265,3 +268,107 @@ def test_inspect_bounce_json_has_a_null_failure_normally(tmp_path):
     report = json.loads(out.getvalue())
     assert (report["kind"], report["failed"]) == ("hard", None)
     assert "traceback" not in report
+
+
+# --- the admin and the dashboard ---------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_filters_and_shows_a_message_kept_for_review(broken, admin_client):
+    receive(messages.dsn())
+    broken.undo()
+    receive(messages.auto_reply(), recipient="bounces+stray@bounces.example.com")
+    kept = UnmatchedMessage.objects.get(needs_review=True)
+
+    listing = admin_client.get(reverse(UNMATCHED)).content.decode()
+    flagged = admin_client.get(reverse(UNMATCHED), {"needs_review__exact": "1"})
+    detail = admin_client.get(
+        reverse("admin:bounce_tracker_unmatchedmessage_change", args=[kept.pk])
+    ).content.decode()
+
+    assert listing.count('<span class="bt-state bt-state-review">classifier failed</span>') == 1
+    assert [row.pk for row in flagged.context["cl"].result_list] == [kept.pk]
+    assert "classifier failed: KeyError" in detail
+    assert "_broken_classify_dsn" in detail  # the traceback
+    assert '<pre class="bt-raw">Traceback (most recent call last):' in detail
+
+
+@pytest.mark.django_db
+def test_the_dashboard_counts_messages_kept_for_review_and_links_to_them(broken, admin_client):
+    dashboard = reverse("admin:bounce_tracker_dashboard")
+    empty = admin_client.get(dashboard).content.decode()
+    receive(messages.dsn())
+    receive(messages.dsn(message_id="<another@mx.example.net>"))
+
+    content = admin_client.get(dashboard).content.decode()
+
+    assert '<li class="bt-card" id="bt-card-review">' in empty
+    assert '<li class="bt-card bt-card-alert" id="bt-card-review">' in content
+    card = content.split('id="bt-card-review">', 1)[1].split("</li>", 1)[0]
+    assert '<span class="bt-card-figure">2</span>' in card
+    assert f'href="{reverse(UNMATCHED)}?needs_review__exact=1"' in card
+
+
+def attach(client, unmatched, address):
+    return client.post(
+        reverse(UNMATCHED),
+        {
+            "action": "attach_to_address",
+            "_selected_action": [unmatched.pk],
+            "post": "yes",
+            "address": address,
+        },
+    )
+
+
+@pytest.mark.django_db
+def test_attach_while_the_classifier_still_fails_records_nothing(broken, admin_client, tracker):
+    kept = receive(messages.dsn()).unmatched
+
+    response = attach(admin_client, kept, "dead@example.org")
+
+    [notice] = get_messages(response.wsgi_request)
+    assert "The classifier still fails" in str(notice)
+    assert UnmatchedMessage.objects.get().needs_review
+    assert not BounceEvent.objects.exists()
+    tracker.refresh_from_db()
+    assert tracker.bounce_count == 0
+
+
+@pytest.mark.django_db
+def test_after_the_fix_attaching_records_it_once_with_the_address_filled_in(
+    broken, admin_client, tracker
+):
+    kept = receive(messages.dsn()).unmatched
+    broken.undo()  # the classifier is fixed
+
+    form = admin_client.post(
+        reverse(UNMATCHED), {"action": "attach_to_address", "_selected_action": [kept.pk]}
+    )
+    response = attach(admin_client, kept, "dead@example.org")
+
+    assert form.context["form"]["address"].value() == "dead@example.org"
+    assert response.status_code == 302
+    assert not UnmatchedMessage.objects.exists()
+    event = BounceEvent.objects.get()
+    assert (event.kind, event.counted, event.tracker_id) == ("hard", True, tracker.pk)
+    tracker.refresh_from_db()
+    assert (tracker.bounce_count, tracker.suppressed_reason) == (1, "hard")
+    # The same message delivered again now is the event recorded by the attach.
+    assert receive(bytes(event.raw_message)).outcome is Outcome.DUPLICATE
+
+
+@pytest.mark.django_db
+def test_attaching_an_ordinary_unmatched_message_that_now_fails_flags_it(admin_client, tracker):
+    stray = receive(messages.dsn(), recipient="bounces+lost@bounces.example.com").unmatched
+    assert not stray.needs_review
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(classifier, "classify_dsn", _broken_classify_dsn)
+        attach(admin_client, stray, "dead@example.org")
+
+    stray.refresh_from_db()
+    assert stray.needs_review
+    assert stray.kind == ""
+    assert "_broken_classify_dsn" in stray.classifier_error
+    assert not BounceEvent.objects.exists()

@@ -3,8 +3,8 @@
 Support staff see at a glance whether bouncing is normal today: messages to the
 bounce address per day by kind for the last 30 or 90 days (a server-rendered SVG
 chart, see :mod:`bounce_tracker.admin.charts`, with the same numbers as a table), how
-many addresses are not sent to now, and which recipient domains and reporting
-MTAs bounce most.
+many addresses are not sent to now, how many messages the classifier failed on
+wait for review, and which recipient domains and reporting MTAs bounce most.
 
 The page costs the same handful of queries whatever the amount of data: each
 figure is one aggregate query.
@@ -33,7 +33,7 @@ from django.utils.safestring import SafeString
 from bounce_tracker.admin.charts import Series, stacked_bar_chart
 from bounce_tracker.core.kinds import COUNTED_KINDS, BounceKind
 from bounce_tracker.core.settings import get_settings
-from bounce_tracker.models import BounceEvent, EmailAddressTracker
+from bounce_tracker.models import BounceEvent, EmailAddressTracker, UnmatchedMessage
 from bounce_tracker.policy import AddressState, address_state_q
 
 #: The periods the dashboard offers, in days; the first is the default.
@@ -197,6 +197,15 @@ def suppression_totals(now: datetime | None = None) -> SuppressionTotals:
     )
 
 
+def messages_needing_review() -> int:
+    """Messages the classifier failed on, kept in unmatched mail for review; one query.
+
+    All of them, not only the period's: each is a bounce not counted until staff
+    attach it (see :func:`bounce_tracker.core.events.store_for_review`).
+    """
+    return UnmatchedMessage.objects.filter(needs_review=True).count()
+
+
 def _top(queryset: QuerySet[BounceEvent], name: Func, limit: int) -> list[TopEntry]:
     """The ``limit`` most frequent values of ``name`` (ties by name), with their counts."""
     rows = queryset.values(name=name).annotate(bounces=Count("pk")).order_by("-bounces", "name")
@@ -284,6 +293,10 @@ def dashboard_context(days: int, now: datetime | None = None) -> dict[str, objec
         "counts": counts,
         "chart": bounce_chart_svg(counts),
         "suppression": suppression_totals(now),
+        "needs_review": messages_needing_review(),
+        "review_url": reverse("admin:bounce_tracker_unmatchedmessage_changelist")
+        + "?"
+        + urlencode({"needs_review__exact": "1"}),
         "recent_days": RECENT_DAYS,
         "recent_bounces": counts.total_of(COUNTED_KINDS, last_days=RECENT_DAYS),
         "top_domains": domains,
