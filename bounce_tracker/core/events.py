@@ -306,8 +306,8 @@ def store_for_review(
     unmatched = _create_unmatched(stored, **_review_fields(classification))
     if unmatched is None:
         logger.warning(
-            "The classifier failed again on the message to <%s> kept for review before "
-            "(%s); nothing stored.",
+            "The classifier failed on the message to <%s> (%s), which is stored already; "
+            "nothing more stored.",
             stored["envelope_recipient"],
             classification.failed,
         )
@@ -344,14 +344,13 @@ def _review_fields(classification: Classification) -> dict[str, object]:
 
 
 def _log_failure(classification: Classification, unmatched: UnmatchedMessage) -> None:
-    error = classification.error
     logger.error(
         "The classifier failed on the message to <%s> (%s): kept for review as unmatched "
         "message #%d, nothing counted.",
         unmatched.envelope_recipient,
         classification.failed,
         unmatched.pk,
-        exc_info=(type(error), error, error.__traceback__) if error is not None else None,
+        exc_info=classification.error,  # the traceback, for the site's error reporting
     )
 
 
