@@ -167,6 +167,20 @@ def readable_installation() -> Iterator[tuple[str, str]]:
         shutil.rmtree(copy, ignore_errors=True)
 
 
+def installation_launcher(pipe: PipeOptions) -> str:
+    """The launcher of the installation the pipe imports the app from (its PYTHONPATH).
+
+    With a copy of the installation (:func:`readable_installation`), the checkout's
+    own launcher may be unreadable to the pipe user: the copy's is used instead.
+    """
+    pythonpath = pipe.environment.get("PYTHONPATH")
+    if pythonpath:
+        launcher = Path(pythonpath) / "bounce_tracker" / "ops" / "pipe_launcher.py"
+        if launcher.exists():
+            return str(launcher)
+    return pipe.launcher
+
+
 class PostfixInstance:
     """One private Postfix: start, reconfigure, inspect the queue and the log, stop."""
 
@@ -177,17 +191,23 @@ class PostfixInstance:
         self.base.chmod(0o755)
         self.etc = self.base / "etc"
         self.smtp_port = free_port()
-        self.pipe = PipeOptions(
+        self.pipe = self._instance_pipe(pipe)
+        self.tracker_settings = tracker_settings
+        self.routes = routes
+        self.profile = "fast"
+
+    # -- configuration -------------------------------------------------------------
+
+    def _instance_pipe(self, pipe: PipeOptions) -> PipeOptions:
+        """``pipe`` with this instance's transport map and the installation's launcher."""
+        return PipeOptions(
             **{
                 **pipe.__dict__,
                 "map_type": "texthash",
                 "transport_path": str(self.etc / "transport"),
+                "launcher": installation_launcher(pipe),
             }
         )
-        self.tracker_settings = tracker_settings
-        self.routes = routes
-
-    # -- configuration -------------------------------------------------------------
 
     def _write_config(self, profile: str) -> None:
         self.etc.mkdir(mode=0o755, exist_ok=True)
@@ -215,6 +235,7 @@ class PostfixInstance:
         return result
 
     def start(self, profile: str = "fast") -> None:
+        self.profile = profile
         self._write_config(profile)
         self._postfix("check")
         self._postfix("start")
@@ -239,7 +260,18 @@ class PostfixInstance:
                 timeout=30,
             )
         backdate_config(self.etc)
+        self.profile = profile
         self._postfix("reload")
+
+    def set_pipe(self, pipe: PipeOptions) -> None:
+        """Render the pipe service from ``pipe`` into master.cf and restart Postfix.
+
+        A stop and a start, not a reload: the queue stays, and no pipe process started
+        with the old command can deliver anything afterwards.
+        """
+        self.pipe = self._instance_pipe(pipe)
+        self._postfix("stop")
+        self.start(self.profile)
 
     def stop(self) -> None:
         try:

@@ -8,12 +8,20 @@ transport map entry. :func:`render` fills in this installation's absolute paths 
 settings; :func:`check` writes them into a throwaway Postfix configuration directory
 and runs ``postfix check`` on it.
 
+The pipe's command (:func:`pipe_command`) is the interpreter running the launcher
+(:mod:`bounce_tracker.ops.pipe_launcher`, standard library only), which runs
+``manage.py handle_bounce`` and turns every failure, also one before Django has
+started, into exit 75, so that Postfix keeps the bounce instead of losing it.
+:func:`bounce_tracker.ops.pipe_check.check_pipe` runs that command's probe as the
+pipe's user.
+
 How the environment reaches the command: Postfix runs pipe commands with an almost
-empty environment. The service's ``argv`` starts with ``/usr/bin/env NAME=VALUE…``,
-so each installation's variables stay with its own service (``export_environment``
-in ``main.cf`` would hand them to every Postfix delivery agent). ``master.cf`` is
-world-readable: pass names of non-secret variables (the settings module, an env file
-path) and let the settings read secrets from a protected file.
+empty environment. The launcher's ``NAME=VALUE…`` arguments set the variables for
+``manage.py``, so each installation's variables stay with its own service
+(``export_environment`` in ``main.cf`` would hand them to every Postfix delivery
+agent). ``master.cf`` is world-readable: pass names of non-secret variables (the
+settings module, an env file path) and let the settings read secrets from a
+protected file.
 """
 
 from __future__ import annotations
@@ -48,6 +56,15 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Postfix refuses these as pipe users (root privileges, the mail system owner).
 _FORBIDDEN_USERS = {"root", "postfix"}
 POSTFIX = "/usr/sbin/postfix"
+#: Interpreter options for the launcher: ``-I`` keeps PYTHON* variables and the
+#: launcher's directory out of its ``sys.path``, ``-S`` skips ``site`` (and broken
+#: ``.pth`` files). ``manage.py`` itself starts normally.
+LAUNCHER_FLAGS = ("-I", "-S")
+
+
+def default_launcher() -> str:
+    """The absolute path of this installation's :mod:`~bounce_tracker.ops.pipe_launcher`."""
+    return str(Path(__file__).resolve().with_name("pipe_launcher.py"))
 
 
 class PostfixConfigError(ValueError):
@@ -69,6 +86,8 @@ class PipeOptions:
     #: Deliver through the LMTP receiver instead of the pipe: ``inet:HOST:PORT`` or
     #: ``unix:/path`` (see :func:`lmtp_nexthop`).
     lmtp: str | None = None
+    #: The launcher script the interpreter runs (default: this installation's).
+    launcher: str = field(default_factory=default_launcher)
 
     def validate(self) -> None:
         """Raise :class:`PostfixConfigError` for an option Postfix refuses or that is unsafe."""
@@ -83,7 +102,11 @@ class PipeOptions:
             )
         if not 1 <= self.maxproc <= 1000:
             raise PostfixConfigError(f"Process limit {self.maxproc}: use 1 to 1000.")
-        for path, what in ((self.python, "Python interpreter"), (self.manage_py, "manage.py")):
+        for path, what in (
+            (self.python, "Python interpreter"),
+            (self.launcher, "launcher"),
+            (self.manage_py, "manage.py"),
+        ):
             if not os.path.isabs(path):
                 raise PostfixConfigError(f"The {what} path {path!r} must be absolute.")
         for name in self.environment:
@@ -130,12 +153,24 @@ def _argv_word(word: str) -> str:
     return word
 
 
+def pipe_command(options: PipeOptions) -> list[str]:
+    """The pipe's command up to manage.py: ``python -I -S launcher NAME=VALUE… manage.py``.
+
+    ``handle_bounce -- ${sender} ${recipient}`` follows in master.cf; the check's
+    probe runs the same words followed by ``handle_bounce --probe``.
+    """
+    return [
+        options.python,
+        *LAUNCHER_FLAGS,
+        options.launcher,
+        *(f"{name}={value}" for name, value in options.environment.items()),
+        options.manage_py,
+    ]
+
+
 def pipe_argv(options: PipeOptions) -> str:
-    """``/usr/bin/env NAME=VALUE… python manage.py`` (``handle_bounce …`` follows)."""
-    words = ["/usr/bin/env"]
-    words += [f"{name}={value}" for name, value in options.environment.items()]
-    words += [options.python, options.manage_py]
-    return " ".join(_argv_word(word) for word in words)
+    """:func:`pipe_command` written for master.cf (``handle_bounce …`` follows)."""
+    return " ".join(_argv_word(word) for word in pipe_command(options))
 
 
 def _template(name: str) -> str:
