@@ -183,3 +183,40 @@ def test_random_and_mutated_messages_never_exit_other_than_0_or_75(tracker, raw)
     result = handle_bounce(raw)
     assert result.returncode in (0, 75)
     assert b"Traceback" not in result.stderr
+
+
+def test_the_probe_reads_no_message_records_nothing_and_says_where_it_would_record(tracker):
+    from django.apps import apps
+
+    from bounce_tracker.receiving.probe import database_label
+
+    label = database_label()
+    tables = len(list(apps.get_app_config("bounce_tracker").get_models()))
+    result = handle_bounce(messages.dsn(), "--probe", "--expect-database", label)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"the pipe can record bounces in {label} ({tables} tables)\n"
+    assert result.stderr == b""
+    tracker.refresh_from_db()
+    assert (tracker.bounce_count, BounceEvent.objects.count()) == (0, 0)
+    assert UnmatchedMessage.objects.count() == 0
+
+
+def test_the_probe_fails_with_75_on_another_database_than_expected(tracker):
+    result = handle_bounce(b"", "--probe", "--expect-database", "mysql elsewhere")
+    assert result.returncode == 75
+    assert result.stderr.decode().startswith("probe failed: other-database: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_probe_fails_with_75_when_the_tables_are_missing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'unmigrated.sqlite3'}"
+    result = handle_bounce(b"", "--probe", url=url)
+    assert result.returncode == 75
+    assert result.stderr.decode().startswith("probe failed: tables: bounce_tracker_")
+    assert b"no such table" in result.stderr
+
+
+def test_without_sender_and_recipient_the_command_exits_75():
+    result = handle_bounce(b"message", "-v", "1")
+    assert result.returncode == 75
+    assert b"expected SENDER RECIPIENT" in result.stderr

@@ -4,7 +4,10 @@ Prints the main.cf lines, the master.cf pipe service and the transport map entry
 (with ``--lmtp [ADDR]``: the transport entry for the resident LMTP receiver instead),
 rendered from ``postfix_templates/`` with this installation's absolute interpreter
 and manage.py paths and its BOUNCE_TRACKER settings. ``--check`` also runs
-``postfix check`` on them in a throwaway configuration directory.
+``postfix check`` on them in a throwaway configuration directory and, for the pipe,
+runs ``handle_bounce --probe`` exactly as Postfix will run the pipe (as its user,
+with its interpreter, launcher, manage.py and environment) against the database
+this command uses (:mod:`bounce_tracker.ops.pipe_check`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from bounce_tracker.core.settings import get_settings
+from bounce_tracker.core.settings import TrackerSettings, get_settings
+from bounce_tracker.ops.pipe_check import check_pipe
 from bounce_tracker.ops.postfix import (
     DEFAULT_LMTP,
     PipeOptions,
@@ -93,7 +97,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--check",
             action="store_true",
-            help="also run 'postfix check' on the rendered configuration",
+            help="also run 'postfix check' on the rendered configuration and, as root, "
+            "the pipe's probe (handle_bounce --probe) as the pipe user, with its interpreter, "
+            "environment and manage.py, against this command's database",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -117,12 +123,28 @@ class Command(BaseCommand):
         try:
             self.stdout.write(render_text(pipe_options, tracker_settings))
             if options["check"]:
-                result = check(pipe_options, tracker_settings)
-                if not result.ok:
-                    raise CommandError(f"postfix check failed:\n{result.output}")
-                self.stderr.write("postfix check: OK")
+                self._check(pipe_options, tracker_settings)
         except PostfixConfigError as exc:
             raise CommandError(str(exc)) from None
+
+    def _check(self, pipe_options: PipeOptions, tracker_settings: TrackerSettings) -> None:
+        problems = []
+        result = check(pipe_options, tracker_settings)
+        if result.ok:
+            self.stderr.write("postfix check: OK")
+        else:
+            problems.append(f"postfix check failed:\n{result.output}")
+        if pipe_options.lmtp is None:  # with LMTP there is no pipe to run
+            from bounce_tracker.receiving.probe import database_label
+
+            probe = check_pipe(pipe_options, expect_database=database_label())
+            heading = f"pipe probe as {pipe_options.user}"
+            if probe.ok:
+                self.stderr.write(f"{heading}: OK ({probe.summary})")
+            else:
+                problems += [f"{heading}: {line}" for line in probe.problems]
+        if problems:
+            raise CommandError("\n".join(problems))
 
     def _environment(self, assignments: list[str]) -> dict[str, str]:
         environment: dict[str, str] = {}

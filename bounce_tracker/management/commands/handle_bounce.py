@@ -6,6 +6,12 @@ as unmatched; 75 (EX_TEMPFAIL) when it could not be recorded now, so Postfix kee
 it and delivers it again later. Never anything else: any other status turns the
 bounce into a double bounce that Postfix discards. Quiet on success; on 75, one line
 on stderr saying why (Postfix logs it).
+
+``handle_bounce --probe [--expect-database LABEL]`` reads no message and records
+nothing: it checks that this process could record one now (settings, database,
+tables, write permission; :mod:`bounce_tracker.receiving.probe`), prints one line
+and exits 0, or exits 75 with ``probe failed: STEP: reason``.
+``bounce_postfix_config --check`` runs it the way Postfix runs the pipe.
 """
 
 from __future__ import annotations
@@ -36,9 +42,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "sender", help="Postfix's ${sender}: empty or MAILER-DAEMON for bounces"
+            "sender", nargs="?", help="Postfix's ${sender}: empty or MAILER-DAEMON for bounces"
         )
-        parser.add_argument("recipient", help="Postfix's ${recipient}: the VERP bounce address")
+        parser.add_argument(
+            "recipient", nargs="?", help="Postfix's ${recipient}: the VERP bounce address"
+        )
+        parser.add_argument(
+            "--probe",
+            action="store_true",
+            help="read no message, record nothing: check that a bounce could be recorded now",
+        )
+        parser.add_argument(
+            "--expect-database",
+            metavar="LABEL",
+            help="with --probe: fail unless the database is this one (as the probe names it)",
+        )
 
     def run_from_argv(self, argv: list[str]) -> None:
         """Like BaseCommand.run_from_argv, but every failure becomes exit 75."""
@@ -82,6 +100,13 @@ class Command(BaseCommand):
         return options
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["probe"]:
+            from bounce_tracker.receiving.probe import probe_recording
+
+            self.stdout.write(probe_recording(options["expect_database"]))
+            return
+        if options["sender"] is None or options["recipient"] is None:
+            raise CommandError("expected SENDER RECIPIENT (or --probe)")
         from bounce_tracker.receiving.receive import read_message, receive_message
         from bounce_tracker.receiving.settings import get_receiving_settings
 
@@ -94,20 +119,31 @@ class Command(BaseCommand):
     def _report_tempfail(self, exc: BaseException) -> None:
         self._drain_stdin()
         reason = str(exc).replace("\n", " ").strip()[:300]
+        # Looked up, not imported: reporting must not fail on an import of its own.
+        probe = sys.modules.get("bounce_tracker.receiving.probe")
+        if probe is not None and isinstance(exc, probe.ProbeFailedError):
+            self._write_line(f"probe failed: {reason}")
+            return
         if isinstance(exc, CommandError):
             what = f"bad arguments: {reason}"
         else:
             what = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        self._write_line(f"bounce not recorded, Postfix will retry: {what}")
+
+    def _write_line(self, line: str) -> None:
         try:
-            sys.stderr.write(f"bounce not recorded, Postfix will retry: {what}\n")
+            sys.stderr.write(f"{line}\n")
             sys.stderr.flush()
         except Exception:  # stderr itself may be gone; the status still counts
             pass
 
     def _drain_stdin(self) -> None:
         # Postfix is still writing the message; read it to the end so the exit
-        # status, not a broken pipe, decides what happens to it.
+        # status, not a broken pipe, decides what happens to it. (Not from a terminal:
+        # someone trying the command, or --probe, by hand.)
         try:
+            if sys.stdin.isatty():
+                return
             while sys.stdin.buffer.read(64 * 1024):
                 pass
         except Exception:  # nothing left to read, or no stdin at all
