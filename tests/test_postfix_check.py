@@ -173,3 +173,20 @@ def test_the_lmtp_configuration_is_checked_by_postfix_only(installation):
     assert result.returncode == 0, result.stderr
     assert "postfix check: OK" in result.stderr
     assert "pipe probe" not in result.stderr
+
+
+def test_a_url_with_a_password_is_named_with_a_warning_about_master_cf(installation):
+    options = pipe(installation, environment={"DJANGO_SETTINGS_MODULE": SETTINGS})
+    result = check_pipe(
+        options,
+        expect_database="mysql bounces on db.example:3306",
+        here_environment={"DATABASE_URL": "mysql://bounces:s3cret@db.example:3306/bounces"},
+    )
+    assert not result.ok
+    [problem] = result.problems
+    assert problem.startswith(
+        "DATABASE_URL is not in the pipe's environment: add --env DATABASE_URL (master.cf is "
+        "world-readable: put the password in a file the settings read) (the pipe would use "
+        "the database sqlite "
+    )
+    assert "s3cret" not in problem

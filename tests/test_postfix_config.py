@@ -192,3 +192,13 @@ def test_postfix_check_passes_on_the_lmtp_configuration():
         get_settings(),
     )
     assert result.ok, result.output
+
+
+def test_the_check_compares_with_the_environment_the_command_started_with(monkeypatch):
+    # Settings may copy a file's variables into os.environ; those need no --env.
+    from bounce_tracker.ops.pipe_check import initial_environment
+
+    monkeypatch.setenv("BT_SET_BY_SETTINGS", "1")
+    started_with = initial_environment()
+    assert "BT_SET_BY_SETTINGS" not in started_with
+    assert started_with["PATH"] == os.environ["PATH"]

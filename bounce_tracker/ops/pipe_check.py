@@ -25,7 +25,7 @@ import stat
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from bounce_tracker.ops.postfix import PipeOptions, pipe_command
 
@@ -37,6 +37,7 @@ _POSTCONF = "/usr/sbin/postconf"
 _EX_TEMPFAIL = 75
 _PROBE_FAILED = re.compile(r"^probe failed: ([a-z-]+): (.*)$")
 _NO_MODULE = re.compile(r"No module named '([^']+)'")
+_PASSWORD_IN_URL = re.compile(r"://[^/@:]*:[^/@]+@")
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,11 @@ def check_pipe(
 
     ``expect_database`` (a :func:`~bounce_tracker.receiving.probe.database_label`):
     the database the pipe must use, normally the one of the process checking.
-    ``here_environment`` (default ``os.environ``) is the checking process's
-    environment, compared with the pipe's to name a variable the pipe lacks.
+    ``here_environment`` (default: the environment this process started with) is
+    compared with the pipe's to name a variable the pipe lacks.
     """
     options.validate()
-    here = os.environ if here_environment is None else here_environment
+    here = initial_environment() if here_environment is None else here_environment
     if os.geteuid() != 0:
         return _failed(
             f"run the check as root: it runs the pipe's probe as {options.user}, like Postfix"
@@ -120,6 +121,20 @@ def check_pipe(
             "Postfix would bounce, and lose, every bounce; fix that first"
         )
     return _failed(_explain(last, options, user, expect_database, here))
+
+
+def initial_environment() -> dict[str, str]:
+    """The environment this process was started with, as the shell or unit gave it.
+
+    Not ``os.environ``: settings may add to it (django-environ's ``read_env`` copies
+    a file's variables into it), and a variable read from a file needn't be passed.
+    """
+    try:
+        raw = Path("/proc/self/environ").read_bytes()
+    except OSError:
+        return dict(os.environ)
+    pairs = (entry.decode("utf-8", "replace").partition("=") for entry in raw.split(b"\0"))
+    return {name: value for name, sep, value in pairs if sep}
 
 
 def _failed(problem: str) -> PipeCheckResult:
@@ -282,7 +297,10 @@ def _missing_database_variables(options: PipeOptions, here: Mapping[str, str]) -
         return ""
     verb = "is" if len(names) == 1 else "are"
     flags = " ".join(f"--env {name}" for name in names)
-    return f"{', '.join(names)} {verb} not in the pipe's environment: add {flags}"
+    hint = f"{', '.join(names)} {verb} not in the pipe's environment: add {flags}"
+    if any(_PASSWORD_IN_URL.search(here[name]) for name in names):
+        hint += " (master.cf is world-readable: put the password in a file the settings read)"
+    return hint
 
 
 def _explain_start_failure(line: str, options: PipeOptions) -> str:
