@@ -269,7 +269,10 @@ class PostfixInstance:
         A stop and a start, not a reload: the queue stays, and no pipe process started
         with the old command can deliver anything afterwards.
         """
-        self.pipe = self._instance_pipe(pipe)
+        instance_pipe = self._instance_pipe(pipe)
+        if instance_pipe == self.pipe:
+            return
+        self.pipe = instance_pipe
         self._postfix("stop")
         self.start(self.profile)
 

@@ -312,3 +312,13 @@ def test_a_long_cause_is_cut_so_that_the_context_stays():
     assert len(line) == pipe_launcher.MAX_LINE
     assert line.startswith("E: xxx")
     assert line.endswith("x… (manage.py exited with status 1)")
+
+
+def test_a_line_that_starts_like_a_status_code_is_never_taken_for_one(quiet_stdin, capsys):
+    # "5.1.1 …" at the start of the output would make Postfix bounce instead of defer.
+    assert pipe_launcher._outcome(1, b"5.1.1 no such user\n") == 75
+    assert pipe_launcher._outcome(75, b"2.0.0 ok\n") == 75
+    assert capsys.readouterr().err.splitlines() == [
+        "output: 5.1.1 no such user (manage.py exited with status 1; Postfix will retry)",
+        "output: 2.0.0 ok",
+    ]

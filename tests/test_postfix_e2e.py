@@ -9,6 +9,7 @@ through a proxy the tests can take down.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 import smtplib
@@ -200,6 +201,46 @@ def test_a_dsn_arriving_while_the_database_is_down_waits_in_the_queue(
         assert tracker(address).bounce_count == 1
     finally:
         database_proxy.up()
+        postfix.set_profile("fast")
+
+
+def test_a_site_that_cannot_start_defers_the_dsn_naming_the_cause_and_a_fix_records_it_once(
+    postfix, send, remote
+):
+    """A broken deploy (the pipe's settings module doesn't exist) loses no bounce."""
+    good = postfix.pipe
+    broken = dataclasses.replace(
+        good, environment={**good.environment, "DJANGO_SETTINGS_MODULE": "does_not_exist"}
+    )
+    postfix.set_profile("hold")
+    try:
+        postfix.set_pipe(broken)
+        address = "gone3@remote.example"
+        remote.state.replies[address] = "550 5.1.1 <gone3@remote.example>: User unknown"
+        send(address)
+        to = re.escape(f"to=<{tracker(address).encoded_from}@{BOUNCE_DOMAIN}>")
+        [deferred] = postfix.wait_for_log(rf"{to}.*relay=bouncehandler.*status=deferred")
+        cause = "ModuleNotFoundError: No module named 'does_not_exist'"
+        reason = deferred[deferred.index("status=deferred (") + len("status=deferred (") :]
+        assert cause in reason[:200], deferred
+        assert "dsn=4.3.0" in deferred
+        assert "Traceback" not in postfix.log()
+        assert not BounceEvent.objects.exists()
+        assert len(postfix.queue()) == 1
+        # The fix: the right environment, then a flush.
+        postfix.set_pipe(good)
+        postfix.flush()
+        [event] = wait_for_events(address)
+        assert event.kind == "hard"
+        wait_until(lambda: not postfix.queue(), 20, "the queue to empty")
+        postfix.flush()  # nothing left to deliver: still once
+        time.sleep(0.5)
+        assert tracker(address).bounce_count == 1
+        assert BounceEvent.objects.filter(tracker__email=address).count() == 1
+        assert len(postfix.log_lines(rf"{to}.*relay=bouncehandler.*status=sent")) == 1
+        assert len(postfix.log_lines(rf"{to}.*relay=bouncehandler.*status=deferred")) == 1
+    finally:
+        postfix.set_pipe(good)
         postfix.set_profile("fast")
 
 

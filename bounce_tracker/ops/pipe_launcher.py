@@ -208,6 +208,11 @@ def _line(cause: str, context: str) -> str:
 
 
 def _say(line: str) -> None:
+    # pipe(8) takes a leading enhanced status code ("5.1.1 …") over the exit status:
+    # a line starting like one could turn the 75 into a bounce. None does.
+    head = line.split(" ", 1)[0].split(".")
+    if len(head) == 3 and all(part.isdigit() for part in head):
+        line = f"output: {line}"[:MAX_LINE]
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
