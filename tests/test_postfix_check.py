@@ -190,3 +190,31 @@ def test_a_url_with_a_password_is_named_with_a_warning_about_master_cf(installat
         "the database sqlite "
     )
     assert "s3cret" not in problem
+
+
+def test_a_probe_that_hangs_is_stopped_with_the_site_it_started(installation):
+    _, app, _, base = installation
+    module = f"bt_sleepy_{os.getpid()}"
+    (base / f"{module}.py").write_text("import time\ntime.sleep(120)\n")
+    options = pipe(
+        installation,
+        environment={"DJANGO_SETTINGS_MODULE": module, "PYTHONPATH": f"{app}:{base}"},
+    )
+    result = check_pipe(options, timeout=3)
+    assert result.problems == (
+        "the pipe's probe did not finish in 3 s: a database that doesn't answer, or "
+        "settings that wait for something",
+    )
+    still_running = [
+        proc
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit() and module.encode() in _read(proc / "environ")
+    ]
+    assert still_running == []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # gone, or not ours to read
+        return b""

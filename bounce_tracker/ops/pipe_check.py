@@ -17,10 +17,12 @@ add --env DATABASE_URL …". Needs root, to take the pipe user's identity.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import re
+import signal
 import stat
 import subprocess
 from collections.abc import Mapping
@@ -87,18 +89,7 @@ def check_pipe(
     if expect_database is not None:
         command += ["--expect-database", expect_database]
     try:
-        result = subprocess.run(
-            command,
-            env={"PATH": PIPE_PATH},
-            cwd=_queue_directory(),
-            user=user.uid,
-            group=user.gid,
-            extra_groups=[],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        returncode, output = _run_probe(command, user, timeout)
     except subprocess.TimeoutExpired:
         return _failed(
             f"the pipe's probe did not finish in {timeout:.0f} s: a database that doesn't "
@@ -109,18 +100,45 @@ def check_pipe(
             f"the pipe runs as {user.name}, who can't start {options.python}: {exc}; "
             f"choose --python or --user"
         )
-    output = (result.stdout + result.stderr).decode("utf-8", "replace")
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    if result.returncode == 0:  # the launcher is quiet on success: nothing to read
+    if returncode == 0:  # the launcher is quiet on success: nothing to read
         into = f" into {expect_database}" if expect_database else ""
         return PipeCheckResult(True, (), f"handle_bounce --probe can record bounces{into}")
     last = lines[-1] if lines else "(no output)"
-    if result.returncode != _EX_TEMPFAIL:
+    if returncode != _EX_TEMPFAIL:
         return _failed(
-            f"the launcher did not run as {user.name} (exit {result.returncode}: {last}): "
+            f"the launcher did not run as {user.name} (exit {returncode}: {last}): "
             "Postfix would bounce, and lose, every bounce; fix that first"
         )
     return _failed(_explain(last, options, user, expect_database, here))
+
+
+def _run_probe(command: list[str], user: _User, timeout: float) -> tuple[int, str]:
+    """Run ``command`` as pipe(8) would; its exit status and output (stdout, stderr).
+
+    In a session of its own, so that a probe that doesn't finish in time is killed
+    with the manage.py process the launcher started.
+    """
+    process = subprocess.Popen(
+        command,
+        env={"PATH": PIPE_PATH},
+        cwd=_queue_directory(),
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):  # all gone by themselves
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return process.returncode, (stdout + stderr).decode("utf-8", "replace")
 
 
 def initial_environment() -> dict[str, str]:
