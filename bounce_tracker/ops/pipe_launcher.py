@@ -78,6 +78,7 @@ def split_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
 def _launch(argv: list[str]) -> int:
     environment, command = split_arguments(argv)
     if not command:
+        _drain_stdin()
         _say("usage: pipe_launcher.py [NAME=VALUE…] MANAGE_PY ARGS… (nothing to run)")
         return EX_TEMPFAIL
     manage_py = command[0]
