@@ -380,7 +380,15 @@ BOUNCE_TRACKER = {{"BOUNCE_DOMAIN": {BOUNCE_DOMAIN!r}}}
     # bounce_postfix_config names the manage.py it runs as, so it runs as one here.
     config = run([python, site / "manage.py", "bounce_postfix_config"], cwd=site, env=env)
     assert "handle_bounce -- ${sender} ${recipient}" in config.stdout
-    assert f"{python} {site / 'manage.py'}" in config.stdout
+    # The interpreter runs the launcher the wheel installed, which runs this manage.py.
+    argv = next(line for line in config.stdout.splitlines() if "argv=" in line)
+    words = argv.split("argv=", 1)[1].split()
+    assert words[:3] == [str(python), "-I", "-S"]
+    launcher = Path(words[3])
+    assert launcher.name == "pipe_launcher.py"
+    assert launcher.is_relative_to(venv)
+    assert launcher.is_file()
+    assert f" {site / 'manage.py'} handle_bounce -- " in argv
     assert "DJANGO_SETTINGS_MODULE=site_settings" in config.stdout
     assert BOUNCE_DOMAIN in config.stdout
 
