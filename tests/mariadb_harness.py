@@ -69,30 +69,35 @@ class PrivateMariaDB:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self) -> None:
+    def server_arguments(self) -> list[str]:
+        """``mariadbd``'s command line; a subclass adds its own options (Galera's)."""
+        return [
+            MARIADBD,
+            "--no-defaults",
+            f"--datadir={self.base / 'data'}",
+            "--user=mysql",
+            "--bind-address=127.0.0.1",
+            f"--port={self.port}",
+            f"--socket={self.base / 'mysqld.sock'}",
+            f"--pid-file={self.base / 'mysqld.pid'}",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=64M",
+            "--max-connections=300",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+        ]
+
+    def start(self, *extra_arguments: str, timeout: float = 60) -> None:
+        """Start ``mariadbd`` (with ``extra_arguments``) and wait until it takes connections."""
         assert not self.running, "already running"
         log = open(self.base / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
-            [
-                MARIADBD,
-                "--no-defaults",
-                f"--datadir={self.base / 'data'}",
-                "--user=mysql",
-                "--bind-address=127.0.0.1",
-                f"--port={self.port}",
-                f"--socket={self.base / 'mysqld.sock'}",
-                f"--pid-file={self.base / 'mysqld.pid'}",
-                "--skip-log-bin",
-                "--innodb-buffer-pool-size=64M",
-                "--max-connections=300",
-                "--character-set-server=utf8mb4",
-                "--collation-server=utf8mb4_unicode_ci",
-            ],
+            [*self.server_arguments(), *extra_arguments],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()
-        wait_until(self._accepts_connections, 60, f"mariadbd on port {self.port}")
+        wait_until(self._accepts_connections, timeout, f"mariadbd on port {self.port}")
 
     def _accepts_connections(self) -> bool:
         if not self.running:
