@@ -1,7 +1,7 @@
 import pytest
 from django.db import OperationalError
 
-from bounce_tracker.core.db import DEADLOCK_ATTEMPTS, is_deadlock, retry_deadlocks
+from bounce_tracker.core.db import DEADLOCK_ATTEMPTS, is_deadlock, retry_deadlocks, retry_delay
 
 
 def mysql_deadlock():
@@ -50,6 +50,16 @@ def test_retries_stop_after_the_last_attempt():
     with pytest.raises(OperationalError, match="Deadlock"):
         retry_deadlocks(operation)
     assert len(calls) == DEADLOCK_ATTEMPTS
+
+
+def test_retry_delays_double_from_10_ms_to_a_cap_with_jitter_and_end_within_2_s():
+    for attempt in range(1, DEADLOCK_ATTEMPTS):
+        nominal = min(0.01 * 2 ** (attempt - 1), 0.2)
+        delays = {retry_delay(attempt) for _ in range(50)}
+        assert all(nominal * 0.5 <= delay <= nominal * 1.5 for delay in delays)
+        assert len(delays) > 1  # jittered
+    longest = sum(min(0.01 * 2 ** (n - 1), 0.2) * 1.5 for n in range(1, DEADLOCK_ATTEMPTS))
+    assert longest < 2
 
 
 @pytest.mark.django_db
