@@ -13,15 +13,21 @@ the checks run in this order, the first verdict wins:
    decides per recipient from ``Action``, ``Status`` and ``Diagnostic-Code``
    (:mod:`~bounce_tracker.classify.delivery_status`); hard or soft is
    :func:`bounce_tracker.classify.diagnosis.failure_kind`'s call;
-3. a bounce without a DSN (qmail, old Sendmail, Exchange text, Domino…) is
+3. an Amazon SES notification delivered as mail (SNS's e-mail JSON): bounce,
+   complaint, delivery or delay by its ``notificationType``
+   (:mod:`~bounce_tracker.classify.ses_mail`);
+4. a bounce without a DSN (qmail, old Sendmail, Exchange text, Domino…) is
    recognised by its sender, subject and wording, and its recipients and reasons
    are read from the text; a person's reply or forward quoting one is not a bounce,
    but a text bounce attached to a forward is read
    (:mod:`~bounce_tracker.classify.text_bounces`);
-4. otherwise an RFC 3834 auto-reply (or a vacation/challenge message, also one
+5. otherwise an RFC 3834 auto-reply (or a vacation/challenge message, also one
    without the headers that says so in its first lines)
    (:mod:`~bounce_tracker.classify.auto_reply`);
-5. anything else is ``not_bounce``.
+6. anything else is ``not_bounce``.
+
+A failure or delay whose report gave no status, or only ``x.0.0``, gets the status
+its wording clearly means in ``inferred_status`` (:mod:`~bounce_tracker.classify.inferred`).
 
 Delivery Status Notifications from Postfix and Exim carry ``Auto-Submitted``, so
 bounce detection comes before auto-reply detection. Text inside the returned
@@ -45,9 +51,11 @@ from bounce_tracker.classify import diagnosis
 from bounce_tracker.classify.arf import classify_arf
 from bounce_tracker.classify.auto_reply import classify_auto_reply
 from bounce_tracker.classify.delivery_status import classify_dsn
+from bounce_tracker.classify.inferred import with_inferred_status
 from bounce_tracker.classify.limits import bounded_input
 from bounce_tracker.classify.mime import MDN_TYPES
 from bounce_tracker.classify.report import Report
+from bounce_tracker.classify.ses_mail import classify_ses_mail
 from bounce_tracker.classify.text import clip
 from bounce_tracker.classify.text_bounces import classify_forwarded_bounce, classify_text_bounce
 from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
@@ -68,14 +76,16 @@ def _classify(raw: bytes) -> Classification:
     # and it doesn't import email.policy's header registry (start-up cost).
     root = message_from_bytes(bounded_input(raw))
     report = Report.build(root)
-    result = classify_arf(report) or classify_dsn(report)
+    result = classify_arf(report) or classify_dsn(report) or classify_ses_mail(report)
     if result is not None:
-        return result
+        return with_inferred_status(result)
     result = classify_text_bounce(report)
     if result is None or result.reason.endswith(":failed"):
         # No failure named in the message's own words: maybe it carries a bounce.
         result = classify_forwarded_bounce(report) or result
-    return result or classify_auto_reply(report) or _not_bounce(report)
+    if result is not None:
+        return with_inferred_status(result)
+    return classify_auto_reply(report) or _not_bounce(report)
 
 
 def classify_message(raw: bytes) -> Classification:
@@ -144,10 +154,12 @@ def classify_reply(
     )
     kind, rule = diagnosis.failure_kind(status, text)
     diagnostic = clip(text)
-    return Classification(
-        kind=kind,
-        status=status,
-        diagnostic=diagnostic,
-        recipients=(RecipientResult(recipient, status, kind, diagnostic=diagnostic),),
-        reason=f"{source}:{rule}" if source else rule,
+    return with_inferred_status(
+        Classification(
+            kind=kind,
+            status=status,
+            diagnostic=diagnostic,
+            recipients=(RecipientResult(recipient, status, kind, diagnostic=diagnostic),),
+            reason=f"{source}:{rule}" if source else rule,
+        )
     )

@@ -62,6 +62,9 @@ class RecipientResult:
     action: str | None = None
     diagnostic: str = ""
     remote_mta: str = ""
+    #: The status the diagnostic's words clearly mean when ``status`` is None or
+    #: generic (x.0.0); see :mod:`bounce_tracker.classify.inferred`. Never stored.
+    inferred_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,12 @@ class Classification:
     failed: str = ""
     #: The exception itself when ``failed``, for logging it with its traceback.
     error: BaseException | None = field(default=None, compare=False, repr=False)
+    #: The status the wording clearly means when ``status`` is None or generic (x.0.0),
+    #: else None (:mod:`bounce_tracker.classify.inferred`). ``status`` keeps what the
+    #: report said: that is what is recorded.
+    inferred_status: str | None = None
+
+    @property
+    def status_inferred(self) -> bool:
+        """Whether the wording gave a status the report didn't (``inferred_status``)."""
+        return self.inferred_status is not None
