@@ -136,6 +136,13 @@ def _plain(
         ("5.0.0", "550 Benutzer unbekannt"),
         ("5.0.0", "User a (a@b.example) not listed in Domino Directory"),
         ("5.1.1", "550 5.1.1 Not our customer"),
+        # Issue 17's convention: disabled without a word that it is temporary is hard
+        # (these two were soft before it).
+        ("5.2.1", "550 5.2.1 The email account that you tried to reach is disabled."),
+        (
+            "5.0.0",
+            "554 dd Sorry your message cannot be delivered. This mailbox is disabled (554.30).",
+        ),
     ],
 )
 def test_failure_kind_says_hard_when_the_address_is_dead(status, text):
@@ -149,11 +156,11 @@ def test_failure_kind_says_hard_when_the_address_is_dead(status, text):
         ("5.2.2", "552-5.2.2 The email account that you tried to reach is over quota."),
         ("5.1.1", "550 5.1.1 <a@b.example>: Recipient address rejected: Mailbox full"),
         (None, "The users mailfolder is over the allowed quota (size). (#5.2.2)"),
-        ("5.2.1", "550 5.2.1 The email account that you tried to reach is disabled."),
         (
-            "5.0.0",
-            "554 dd Sorry your message cannot be delivered. This mailbox is disabled (554.30).",
+            "5.2.1",
+            "550 5.2.1 The email account that you tried to reach is temporarily disabled.",
         ),
+        ("5.2.1", "550 5.2.1 The email account that you tried to reach is suspended."),
         (
             "5.7.1",
             "550-5.7.1 Our system has detected that this message is likely unsolicited mail.",
