@@ -32,9 +32,12 @@ def test_json_output_has_one_object_per_file_and_goes_on_after_an_unreadable_one
     assert reports[0]["recipients"][0] == {
         "address": "dead@example.org",
         "status": "5.1.1",
+        "inferred_status": None,
+        "status_inferred": False,
         "kind": "hard",
         "action": "failed",
     }
+    assert (reports[0]["inferred_status"], reports[0]["status_inferred"]) == (None, False)
     assert "error" in reports[1]
     assert reports[2]["kind"] == "auto_reply"
     assert reports[2]["status"] is None

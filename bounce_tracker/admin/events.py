@@ -14,6 +14,8 @@ from django.utils.safestring import SafeString
 
 from bounce_tracker.admin.received import STORAGE_FIELDS, ReceivedMessageAdmin
 from bounce_tracker.admin.text import text_column, text_html
+from bounce_tracker.classify.inferred import infer_status
+from bounce_tracker.core.kinds import BounceKind
 from bounce_tracker.models import BounceEvent
 
 
@@ -42,7 +44,7 @@ class BounceEventAdmin(ReceivedMessageAdmin):
         "received_at",
         "kind",
         "counted",
-        "status_text",
+        "status_with_inferred",
         "diagnostic_full",
         "recipient_text",
         "reporting_mta_text",
@@ -56,6 +58,24 @@ class BounceEventAdmin(ReceivedMessageAdmin):
 
     reporting_mta_text = text_column("reporting_mta", "reporting MTA")
     original_message_id_text = text_column("original_message_id", "original Message-ID")
+
+    @admin.display(description="status")
+    def status_with_inferred(self, obj: BounceEvent) -> SafeString:
+        """The recorded status, and beside it the one the diagnostic's words mean when
+        the report gave none or only x.0.0 (marked "inferred": the report didn't say it)."""
+        try:
+            kind = BounceKind(obj.kind)
+        except ValueError:
+            return text_html(obj.status)
+        inferred = infer_status(obj.status or None, obj.diagnostic, kind)
+        if inferred is None:
+            return text_html(obj.status)
+        return format_html(
+            '{} <span class="bt-inferred" title="{}">{} (inferred)</span>',
+            text_html(obj.status or "-"),
+            "Not in the report: inferred from the diagnostic's wording.",
+            inferred,
+        )
 
     @admin.display(description="address", ordering="tracker__email")
     def address(self, obj: BounceEvent) -> SafeString:

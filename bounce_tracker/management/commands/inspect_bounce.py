@@ -63,9 +63,19 @@ def inspect_file(path: str, max_bytes: int) -> dict[str, Any]:
         "path": path,
         "kind": str(result.kind),
         "status": result.status,
+        # A status the report didn't give, inferred from its wording (None if none).
+        "inferred_status": result.inferred_status,
+        "status_inferred": result.status_inferred,
         "diagnostic": result.diagnostic,
         "recipients": [
-            {"address": r.address, "status": r.status, "kind": str(r.kind), "action": r.action}
+            {
+                "address": r.address,
+                "status": r.status,
+                "inferred_status": r.inferred_status,
+                "status_inferred": r.inferred_status is not None,
+                "kind": str(r.kind),
+                "action": r.action,
+            }
             for r in result.recipients
         ],
         "reporting_mta": result.reporting_mta,
@@ -81,7 +91,10 @@ def inspect_file(path: str, max_bytes: int) -> dict[str, Any]:
 def _as_text(report: dict[str, Any]) -> str:
     if "error" in report:
         return f"{report['path']}: error: {report['error']}"
-    lines = [f"{report['path']}: {report['kind']} {report['status'] or '-'} ({report['reason']})"]
+    status = report["status"] or "-"
+    if report["status_inferred"]:
+        status += f" (inferred {report['inferred_status']})"
+    lines = [f"{report['path']}: {report['kind']} {status} ({report['reason']})"]
     if report["failed"]:
         lines.append(f"  classifier failed: {report['failed']}")
         lines.extend(f"  {line}" for line in report["traceback"].splitlines())
