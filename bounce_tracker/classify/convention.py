@@ -55,7 +55,9 @@ from dataclasses import dataclass, field
 from bounce_tracker.core.kinds import BounceKind
 
 HARD_STATUSES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.4.4", "5.4.310"})
-SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8"})
+# 5.1.7/5.1.8: bad sender mailbox or domain (RFC 3463); 5.7.27: the sender's domain
+# has a null MX (RFC 7505 section 4.2).
+SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8", "5.7.27"})
 # Statuses too generic to name a cause other than the address: they make the weak
 # and generic wording of tiers 5 and 6 believable. See is_generic_status().
 _GENERIC_STATUS_RE = re.compile(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
@@ -112,7 +114,7 @@ SENDER_SIDE = Tier(
             r"\b(?:invalid|unknown|unverified|unroutable|unrouteable|bad|banned|blocked|rejected"
             r"|forged) sender\b|\bsender verif|\bdomain of sender|\bsender(?:'s)? domain"
             r"|\bsender is (?:on|in|listed)|\bunauthorized sender|\babsender\b|\bexpéditeur\b"
-            r"|\bremitente\b",
+            r"|\bremitente\b|\bsender\b[^.;]{0,30}\bnull ?mx\b",
         ),
         Rule(
             "mail from",
