@@ -165,6 +165,14 @@ def test_every_bounced_recipient_is_listed_and_the_worst_decides():
     assert (result.kind, result.status) == (BounceKind.HARD, "5.1.1")
 
 
+def test_permanent_general_with_a_policy_status_and_no_words_is_soft_as_by_webhook():
+    entry = _rcpt("ok@example.org", "5.7.1", "smtp; 550 5.7.1 Message rejected")
+    result = classify_message(_plain(_bounce("Permanent", "General", entry)))
+    assert result.kind == BounceKind.SOFT, result.reason
+    entry = _rcpt("gone@example.org", "5.0.0", "smtp; 550 5.0.0 Message rejected")
+    assert classify_message(_plain(_bounce("Permanent", "General", entry))).kind == BounceKind.HARD
+
+
 def test_unsubscribed_recipient_is_not_a_bounce():
     result = classify_message(
         _plain(_bounce("Permanent", "UnsubscribedRecipient", _rcpt("left@example.org")))

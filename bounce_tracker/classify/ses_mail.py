@@ -38,6 +38,7 @@ from bounce_tracker.classify.diagnosis import (
     best_status,
     enhanced_codes,
     failure_kind,
+    is_generic_status,
     normalize_status,
 )
 from bounce_tracker.classify.dsn import MAX_RECIPIENT_RECORDS, strip_type
@@ -202,16 +203,25 @@ def _bounce_kind(bounce_type: str, subtype: str, status: str | None, text: str) 
             return BounceKind.NOT_BOUNCE
         if subtype in SES_HARD_SUBTYPES or not text:
             return BounceKind.HARD
-        # "General": hard, unless the quoted reply names another cause in words
-        # (a policy refusal, a full mailbox, the sender's fault).
+        # "General": hard, unless the quoted reply shows another cause (a policy
+        # refusal, a full mailbox, the sender's fault): the ESP webhook path's rule.
         kind, rule = failure_kind(status, text)
-        if kind == BounceKind.SOFT and rule.startswith(("text:", "temporary:")):
-            return BounceKind.SOFT
-        return BounceKind.HARD
+        return BounceKind.SOFT if _shows_other_cause(kind, rule, status) else BounceKind.HARD
     # Undetermined: SES couldn't tell; the diagnostic's words may.
     if text:
         return failure_kind(status, text)[0]
     return BounceKind.SOFT
+
+
+def _shows_other_cause(kind: BounceKind, rule: str, status: str | None) -> bool:
+    """Whether a soft verdict rests on a cause, not just on a 5xx code (as in esp.py)."""
+    if kind is not BounceKind.SOFT:
+        return False
+    if rule.startswith(("text:", "temporary:", "code:4")) or rule.endswith(" sender"):
+        return True
+    if rule.startswith("status:") and status:
+        return status[0] == "4" or not is_generic_status(status)
+    return False
 
 
 def _complaint(body: Mapping[str, Any]) -> _Result:
