@@ -114,6 +114,8 @@ HARD_EXAMPLES = [
     ("closed", "550 5.1.1 The mailbox has been discontinued", "5.1.1"),
     ("disabled", "550 5.2.1 The email account that you tried to reach is disabled.", "5.2.1"),
     ("disabled", "554 5.2.1 This mailbox is deactivated", "5.2.1"),
+    ("disabled", "550 5.2.1 The account has been disabled due to inactivity", "5.2.1"),
+    ("disabled", "550 5.2.1 Account disabled for good", "5.2.1"),
     ("disabled", "550 5.0.0 The user's account has been deactivated", "5.0.0"),
     (
         "recipient not found",
@@ -241,6 +243,19 @@ COUNTER_EXAMPLES = [
         "disabled",
         "550 5.2.1 Mailbox temporarily disabled",
         "5.2.1",
+    ),
+    ("disabled", "account disabled", "550 5.7.1 Sender account disabled", "5.7.1"),
+    (
+        "disabled",
+        "mailbox disabled",
+        "550 5.2.1 Mailbox disabled for receiving external mail",
+        "5.2.1",
+    ),
+    (
+        "disabled",
+        "address disabled",
+        "554 5.7.1 Recipient address disabled by policy",
+        "5.7.1",
     ),
     (
         "domain not found",

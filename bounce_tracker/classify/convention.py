@@ -110,11 +110,12 @@ SENDER_SIDE = Tier(
         ),
         Rule(
             "sender invalid",
-            "our sender address or domain is invalid or unverifiable",
+            "our sender address, domain or account is invalid, unverifiable or disabled",
             r"\b(?:invalid|unknown|unverified|unroutable|unrouteable|bad|banned|blocked|rejected"
             r"|forged) sender\b|\bsender verif|\bdomain of sender|\bsender(?:'s)? domain"
             r"|\bsender is (?:on|in|listed)|\bunauthorized sender|\babsender\b|\bexpéditeur\b"
-            r"|\bremitente\b|\bsender\b[^.;]{0,30}\bnull ?mx\b",
+            r"|\bremitente\b|\bsender\b[^.;]{0,30}\bnull ?mx\b|\b(?:sender|sending|authenticated"
+            r"|outbound|submission)(?:'s)? (?:user |e-?mail )?(?:account|mailbox|user)\b",
         ),
         Rule(
             "mail from",
@@ -252,10 +253,10 @@ DEAD_ADDRESS = Tier(
         Rule(
             "disabled",
             "a disabled or deactivated account, with no word that it is temporary",
-            r"\b(?:account|mailbox|mail box|user|recipient|address|e-?mail|inbox|konto|postfach)"
+            r"\b(?:account|mailbox|mail box|user|recipient|address|inbox|konto|postfach)"
             r"\b[^.;]{0,40}\b(?:disabled|deactivated|discontinued|deaktiviert|désactivée?"
-            r"|desactivad[ao])\b|\b(?:disabled|deactivated|discontinued) (?:account|mailbox"
-            r"|user|recipient|address)",
+            r"|desactivad[ao])\b(?! for (?!good\b|ever\b))(?! by policy)"
+            r"|\b(?:disabled|deactivated|discontinued) (?:account|mailbox|user|recipient|address)",
         ),
         Rule(
             "domain not found",
