@@ -23,7 +23,8 @@ class SinkState:
     transactions: list[Transaction] = field(default_factory=list)
     #: RCPT TO addresses answered with 550 (lower case).
     reject: set[str] = field(default_factory=set)
-    #: Reply lines for RCPT TO, by lower-case address or "@domain" (e.g. "452 4.2.2 Full").
+    #: Reply lines for RCPT TO, by lower-case address or "@domain" (e.g. "452 4.2.2 Full";
+    #: a multi-line reply as "550-5.1.1 First line\n550 5.1.1 Last line").
     replies: dict[str, str] = field(default_factory=dict)
     #: Reply lines after the DATA of a transaction with this recipient, by lower-case
     #: address or "@domain" (e.g. "554 5.7.1 Spam"); such a transaction is not kept.
@@ -48,8 +49,10 @@ def _address(argument: str) -> str:
 class _Handler(socketserver.StreamRequestHandler):
     server: SmtpSink
 
-    def reply(self, line: str) -> None:
-        self.wfile.write(line.encode() + b"\r\n")
+    def reply(self, text: str) -> None:
+        """Send a reply; a multi-line one is written with "\\n" between its lines."""
+        for line in text.split("\n"):
+            self.wfile.write(line.encode() + b"\r\n")
 
     def handle(self) -> None:
         state = self.server.state

@@ -2,11 +2,12 @@
 
 Each ``*.eml`` file there is a message that reached the bounce address: DSNs and
 non-DSN bounces from many MTAs and providers, delay warnings, success reports,
-auto-replies, ARF complaints, human replies, spam and junk. The ``postfix-real-*``
-files are real Postfix 3.7 output captured from a private loopback instance; the
-rest were written by hand from the formats (RFC 3464, 3463, 3834, 5965) and from
-how each MTA words its reports. ``expected.json`` holds, per file, what an
-independent reader expects:
+auto-replies, ARF complaints, human replies, spam and junk. Those with ``"source":
+"captured"`` were produced by real MTAs run on this machine (``postfix-real-*`` and
+``captured/<mta>/``; how, in ``tests/capture``); the rest were written by hand from
+the formats (RFC 3464, 3463, 3834, 5965) and from how each MTA and provider words
+its reports. ``expected.json`` (edited with :mod:`tests.fixture_labels`) holds, per
+file (its path below the folder), what an independent reader expects:
 
 - ``kind``: one of :class:`~bounce_tracker.core.kinds.BounceKind`.
 - ``status``: the enhanced status code for the (first) failed recipient, or null when
@@ -14,7 +15,13 @@ independent reader expects:
   report no status, or, when ``status_class`` is given, any ``x.y.z`` whose class
   digit is one of ``status_class`` (e.g. ``"5"`` or ``"45"``).
 - ``recipients``: addresses that must appear among the reported recipients.
-- ``family`` and ``note``: where the format comes from and why this verdict.
+- ``family``, ``language``, ``source`` and ``note``: the MTA or provider, the language
+  of the report's words (ISO 639-1), captured or written, and why this verdict.
+
+Two sets: the rules set (every fixture but ``held_back/``) must be classified right
+one by one; the held-back set was labelled before the rules were done and is only
+held to :data:`MIN_HELD_BACK_HARD_AGREEMENT` as a whole, so it keeps measuring mail
+the rules were not written from.
 """
 
 from __future__ import annotations
@@ -22,19 +29,26 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from bounce_tracker.classify import classify_message
 from bounce_tracker.core.kinds import BounceKind
+from tests.fixture_labels import FIXTURES, SOURCES, fixture_names, is_held_back
 
-FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
-EXPECTED: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
+ALL: dict[str, dict] = json.loads((FIXTURES / "expected.json").read_text(encoding="utf-8"))
+#: The rules set: each must be classified as labelled.
+EXPECTED = {name: entry for name, entry in ALL.items() if not is_held_back(name)}
+HELD_BACK = {name: entry for name, entry in ALL.items() if is_held_back(name)}
 
 STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
+# Issue 17's floor for the whole corpus (both sets).
 MIN_FILES = 60
 MIN_FAMILIES = 15
+MIN_LANGUAGES = 1
+MIN_CAPTURED = 9
+MIN_HELD_BACK = 0
+LANGUAGE_RE = re.compile(r"^[a-z]{2}$")
 KIND_VALUES = {kind.value for kind in BounceKind}
 #: Per expected kind, the least share of its fixtures that must get that kind and the
 #: expected status: what the classifier reaches today, rounded down to two places.
@@ -55,6 +69,8 @@ MIN_OVERALL_KIND_AGREEMENT = 1.00
 #: The share of fixtures on which hard/not-hard agrees with the label (issue 17: a
 #: wrong hard suppresses a good address for good, a missed one keeps mailing a dead one).
 MIN_HARD_AGREEMENT = 1.00
+#: The held-back set as a whole (issue 17: at least 97 %).
+MIN_HELD_BACK_HARD_AGREEMENT = 0.97
 
 
 def _classify(name: str):
@@ -78,16 +94,16 @@ def _addresses(result) -> list[str]:
 
 
 def test_expected_json_matches_the_files():
-    on_disk = {path.name for path in FIXTURES.glob("*.eml")}
-    assert on_disk == set(EXPECTED), (
-        f"without an entry: {sorted(on_disk - set(EXPECTED))}; "
-        f"entry without a file: {sorted(set(EXPECTED) - on_disk)}"
+    on_disk = fixture_names()
+    assert on_disk == set(ALL), (
+        f"without an entry: {sorted(on_disk - set(ALL))}; "
+        f"entry without a file: {sorted(set(ALL) - on_disk)}"
     )
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(ALL))
 def test_expected_entry_is_well_formed(name):
-    entry = EXPECTED[name]
+    entry = ALL[name]
     assert entry["kind"] in KIND_VALUES
     assert entry["status"] is None or STATUS_RE.match(entry["status"])
     assert set(entry.get("status_class", "")) <= set("245")
@@ -95,15 +111,32 @@ def test_expected_entry_is_well_formed(name):
     assert all(r == r.lower() and "@" in r for r in entry["recipients"])
     assert entry["family"]
     assert entry["note"]
+    assert LANGUAGE_RE.match(entry["language"])
+    assert entry["source"] in SOURCES
+    if name.startswith("captured/"):
+        assert entry["source"] == "captured"
     if entry["kind"] in {"auto_reply", "not_bounce", "complaint"}:
         assert entry["status"] is None
 
 
+def corpus_figures() -> dict[str, int]:
+    return {
+        "fixtures": len(ALL),
+        "families": len({entry["family"] for entry in ALL.values()}),
+        "languages": len({entry["language"] for entry in ALL.values()}),
+        "captured": sum(entry["source"] == "captured" for entry in ALL.values()),
+        "held back": len(HELD_BACK),
+    }
+
+
 def test_corpus_coverage():
-    families = {entry["family"] for entry in EXPECTED.values()}
+    figures = corpus_figures()
     kinds = {entry["kind"] for entry in EXPECTED.values()}
-    assert len(EXPECTED) >= MIN_FILES
-    assert len(families) >= MIN_FAMILIES, sorted(families)
+    assert figures["fixtures"] >= MIN_FILES, figures
+    assert figures["families"] >= MIN_FAMILIES, figures
+    assert figures["languages"] >= MIN_LANGUAGES, figures
+    assert figures["captured"] >= MIN_CAPTURED, figures
+    assert figures["held back"] >= MIN_HELD_BACK, figures
     assert kinds == KIND_VALUES, sorted(KIND_VALUES - kinds)
 
 
@@ -205,3 +238,31 @@ def test_accuracy_per_kind_and_overall(record_property):
     assert not below, "\n".join(below)
     assert kind_agree / total >= MIN_OVERALL_KIND_AGREEMENT
     assert hard_agree / total >= MIN_HARD_AGREEMENT, f"hard/not-hard disagrees on {wrong_hard}"
+
+
+def test_held_back_set(record_property):
+    """The held-back set as a whole: hard/not-hard at least MIN_HELD_BACK_HARD_AGREEMENT.
+
+    Its fixtures were labelled before the rules were done and the rules were not
+    written from them; they are not demanded one by one, so they keep measuring
+    mail the rules have not seen.
+    """
+    if not HELD_BACK:
+        pytest.skip("no held-back fixtures")
+    confusion: Counter[tuple[str, str]] = Counter()
+    disagree = []
+    for name, expected in sorted(HELD_BACK.items()):
+        got = str(_classify(name).kind)
+        confusion[(expected["kind"], got)] += 1
+        if (got == "hard") != (expected["kind"] == "hard"):
+            disagree.append(f"{name}: want {expected['kind']}, got {got}")
+    total = len(HELD_BACK)
+    kind_agree = sum(count for (want, got), count in confusion.items() if want == got)
+    hard_agree = total - len(disagree)
+    print(f"held-back set: {total} fixtures")
+    print(f"kind agreement: {kind_agree}/{total} = {kind_agree / total:.1%}")
+    print(f"hard/not-hard agreement: {hard_agree}/{total} = {hard_agree / total:.1%}")
+    print("\n".join(["confusion table:", *confusion_table(confusion)]))
+    record_property("held_back_kind_agreement", kind_agree / total)
+    record_property("held_back_hard_agreement", hard_agree / total)
+    assert hard_agree / total >= MIN_HELD_BACK_HARD_AGREEMENT, "\n".join(disagree)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from bounce_tracker.classify import languages
 from bounce_tracker.classify.report import REPLY_SUBJECT_RE, Report
 from bounce_tracker.classify.text import clip
 from bounce_tracker.core.kinds import BounceKind, Classification
@@ -27,11 +28,8 @@ _AUTO_REPLY_HEADERS = (
 _AUTO_SUBJECT_RE = re.compile(
     r"auto(?:matic|matische|matisch|matico|mático|matique)?[ _-]?(?:reply|response|antwort"
     r"|antwoord|respuesta|risposta|réponse|resposta|svar|reponse)|\bauto:|\bautosvar"
-    r"|out of (?:the )?office|\booo\b|abwesenheit|réponse automatique|respuesta autom[aá]tica"
-    r"|risposta automatica|automatisch antwoord|resposta autom[aá]tica|automaattinen vastaus"
-    r"|automatyczna odpowied|автоответ|автоматический ответ|自動返信|自动回复|自動回覆"
-    r"|fuera de la oficina|absence du bureau|away from (?:the |my )?office|on vacation"
-    r"|vacation (?:reply|notice|message|response)",
+    r"|out of (?:the )?office|\booo\b|away from (?:the |my )?office|on vacation"
+    r"|vacation (?:reply|notice|message|response)|" + languages.AUTO_REPLY_SUBJECT,
     re.IGNORECASE,
 )
 _WEAK_AUTO_SUBJECT_RE = re.compile(
@@ -46,10 +44,7 @@ _AUTO_BODY_RE = re.compile(
     r" |sick |study )?(?:leave|vacation|holiday)|out of town|absent)\b"
     r"|\bthis is an? automat(?:ed|ic|ically generated) (?:reply|response|message|notification)"
     r"|\b(?:automatic|automated|auto)[ -]?(?:reply|response)\b"
-    r"|\bwith limited (?:access to )?e-?mail"
-    r"|\bich bin (?:bis|vom|ab|derzeit|zurzeit|momentan|nicht)\b|\bnicht im büro"
-    r"|\bje suis (?:actuellement )?absente?\b|\bestoy fuera de la oficina|\bme encuentro fuera"
-    r"|\bsono (?:fuori ufficio|assente)|\bik ben (?:niet aanwezig|afwezig|met vakantie)",
+    r"|\bwith limited (?:access to )?e-?mail|" + languages.AUTO_REPLY_BODY,
     re.IGNORECASE,
 )
 _STRONG_AUTO_BODY_RE = re.compile(

@@ -52,6 +52,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from bounce_tracker.classify import languages
 from bounce_tracker.core.kinds import BounceKind
 
 HARD_STATUSES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.4.4", "5.4.310"})
@@ -161,8 +162,7 @@ MAILBOX_STATE = Tier(
             r"|exceeded (?:its |the |their )?(?:storage|disk space)|storage (?:allocation"
             r"|space|limit)|mailbox (?:size |storage )?limit|size limit of the mailbox"
             r"|too much mail|too many messages (?:in|on|stored)|space (?:has been )?used up"
-            r"|\bmailbox size|postfach (?:ist )?voll|boîte (?:\w+ )?pleine|boite (?:\w+ )?pleine"
-            r"|casella piena|buz[oó]n (?:\w+ )?lleno|caixa (?:postal )?cheia|\bpleine\b",
+            r"|\bmailbox size|" + languages.MAILBOX_FULL,
         ),
         Rule(
             "temporarily disabled",
@@ -278,15 +278,8 @@ DEAD_ADDRESS = Tier(
         ),
         Rule(
             "user unknown (translated)",
-            "the same in German, French, Spanish, Italian, Dutch, Portuguese, Polish, Czech,"
-            " Russian",
-            r"benutzer (?:ist )?unbekannt|unbekannter? (?:benutzer|empfänger|adresse|nutzer)"
-            r"|empfänger (?:ist )?unbekannt|existiert nicht|utilisateur inconnu|destinataire "
-            r"(?:inconnu|invalide)|adresse (?:invalide|inconnue|inexistante)|n'existe pas"
-            r"|usuario (?:desconocido|inexistente|no existe)|\bno existe\b|utente (?:sconosciuto"
-            r"|inesistente)|non esiste|indirizzo (?:inesistente|errato|non valido)|onbekende "
-            r"(?:gebruiker|ontvanger)|bestaat niet|usu[aá]rio (?:desconhecido|inexistente)"
-            r"|não existe|nie istnieje|neexistuje|не существует|нет такого|несуществующ",
+            "the same in other languages (classify/languages.py)",
+            languages.DEAD_ADDRESS,
         ),
     ),
 )
@@ -407,7 +400,7 @@ GENERIC_DEAD = Tier(
         Rule(
             "no longer",
             "'no longer' may be about a network or a service",
-            r"\bno longer\b|\bnicht mehr\b|\bn'est plus\b|\bya no\b|\bnon (?:è|e) più\b",
+            r"\bno longer\b|" + languages.NO_LONGER,
         ),
         Rule(
             "does not accept mail",

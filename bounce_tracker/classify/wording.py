@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from bounce_tracker.classify import languages
 from bounce_tracker.classify.report import Report
 
 # Who sends bounces: the From of a report written by mail software.
@@ -24,12 +25,9 @@ SUBJECT_BOUNCE_RE = re.compile(
     r" notification|failure|failed|report|problem|notification|error|incomplete)"
     r"|(?:mail|message) delivery failed|failure notice|returned mail|return(?:ed)? to sender"
     r"|mail system error|could ?n[o']?t be delivered|delivery has failed|delivery to .{0,80} failed"
-    r"|unzustellbar|nicht zustellbar|non remis|non recapitabile|onbestelbaar|no se puede entregar"
-    r"|não (?:é possível )?entreg|n'a pas pu|échec de (?:la )?remise|ej levererbart|ikke levere"
-    r"|kunne ikke leveres|niedostarczaln|nedoručiteln|недоставл|配信不能|無法傳遞|无法投递"
     r"|^\s*rejected\b|\bbounced? (?:mail|message)|delayed mail|delivery delayed|message delayed"
     r"|warning: could not send|warning: message .{0,120} delayed|mail delivery problem"
-    r"|returning message to sender",
+    r"|returning message to sender|" + languages.BOUNCE_SUBJECT,
     re.IGNORECASE,
 )
 # Sentences only mail software writes: on their own they make a message a bounce.
@@ -60,10 +58,8 @@ WEAK_MARKER_RE = re.compile(
     r"(?:delivered|reach)|was not delivered to|remote host said:|(?:permanent|fatal) (?:error"
     r"|failure)|undeliverable (?:mail|message)|message (?:was )?(?:undeliverable|not delivered)"
     r"|mail delivery (?:failed|system)|delivery status notification|delivery failed"
-    r"|delivery report|retry timeout exceeded|the original message was received at"
-    r"|konnte nicht zugestellt|n'a pas pu être (?:remis"
-    r"|distribué|délivré)|no (?:se )?pud(?:o|e) (?:ser )?entregar|non è stato possibile"
-    r" recapitare|kon niet worden (?:bezorgd|afgeleverd)|não pôde ser entregue",
+    r"|delivery report|retry timeout exceeded|the original message was received at|"
+    + languages.WEAK_BOUNCE_MARKER,
     re.IGNORECASE,
 )
 FAILURE_WORDS_RE = re.compile(
@@ -79,8 +75,8 @@ _DELAY_RE = re.compile(
     r" delivered yet|no action is required on your part|delivery (?:is|has been) delayed"
     r"|\(delay\)|delivery delayed|delayed mail|message delayed|could not send message for past"
     r"|warning: message .{0,120} delayed|temporary problem delivering|retry for .{0,40} more"
-    r"|is delayed to these recipients|delivery incomplete|zustellung verzögert|remise différée"
-    r"|will try (?:again|to deliver)|trying to deliver",
+    r"|is delayed to these recipients|delivery incomplete"
+    r"|will try (?:again|to deliver)|trying to deliver|" + languages.DELAY,
     re.IGNORECASE,
 )
 _PERMANENT_RE = re.compile(
