@@ -128,6 +128,23 @@ HARD_EXAMPLES = [
         "5.4.1",
     ),
     ("not listed", "User alice not listed in Domino Directory", "5.1.1"),
+    ("unrecognized O/R name", "X.400: unable-to-transfer, unrecognised-OR-name", "5.0.0"),
+    ("unrecognized O/R name", "Unable to transfer; diagnostic: Unrecognized O/R name", "5.0.0"),
+    # Vendors' wording (fixtures name the documentation each comes from).
+    ("user unknown", "550 User <nosuch> unknown", "5.0.0"),
+    ("disabled", "Mailaddress is administrativly disabled. (#5.2.1)", "5.2.1"),
+    ("disabled", "554 30 Sorry, This mailbox is disabled", "5.0.0"),
+    ("no such user", "Sorry, no mailbox here by that name. vpopmail (#5.1.1)", "5.1.1"),
+    (
+        "domain not found",
+        "No mail servers appear to exists for the recipients address.",
+        "5.0.0",
+    ),
+    (
+        "user unknown",
+        "The e-mail account does not exist at the organization this message was sent to.",
+        "5.1.1",
+    ),
     ("user unknown (translated)", "550 5.1.1 Benutzer unbekannt", "5.1.1"),
     ("not found", "550 5.1.1 <alice@example.org>: could not be found", "5.1.1"),
     ("does not exist", "550 5.0.0 <alice@example.org>: does not exist", "5.0.0"),
@@ -225,7 +242,51 @@ COUNTER_EXAMPLES = [
         "550 5.7.1 Your IP is not listed in our directory of permitted hosts",
         "5.7.1",
     ),
+    (
+        "unrecognized O/R name",
+        "unrecognized o/r name",
+        "451 4.4.0 X.400 directory unavailable, unrecognized O/R name not checked, try again",
+        "4.4.0",
+    ),
     ("moved", "mailbox has moved", "451 4.2.0 Mailbox has moved, try again later", "4.2.0"),
+    (
+        "disabled",
+        "is disabled",
+        "550 5.7.1 Delivery to this mailbox from external senders is disabled by administrator"
+        " policy",
+        "5.7.1",
+    ),
+    (
+        "disabled",
+        "account is disabled",
+        "550 message sending for this account is disabled",
+        "5.0.0",
+    ),
+    (
+        "domain accepts no mail",
+        "accepts no mail",
+        "554 5.7.1 This server accepts no mail from dynamic IP ranges",
+        "5.7.1",
+    ),
+    (
+        "unknown user",
+        "unknown recipients",
+        "451 VS1-IP Excessive unknown recipients - possible Open Relay (#4.1.8)",
+        "4.1.8",
+    ),
+    (
+        "no such user",
+        "no such user",
+        "550 5.1.0 <news@shop.example>... No such user (in reply to MAIL FROM command)",
+        "5.1.0",
+    ),
+    (
+        "domain not found",
+        "host or domain name not found",
+        "Host or domain name not found. Name service error for name=example.net type=MX: Host"
+        " not found, try again",
+        "4.4.3",
+    ),
     (
         "closed",
         "account has been closed",

@@ -142,6 +142,8 @@ SENDER_SIDE = Tier(
             " from this network'",
             r"\byour (?:ip|ip address|host|server|mail server|email server|network|mta|account)\b"
             r"|\bsending (?:ip|server|host|mta|domain)\b|\bconnecting (?:ip|host)\b"
+            # Mail.ru: "message sending for this account is disabled" (our account).
+            r"|\bsending (?:for|from|by) (?:this|your|the) (?:account|user)\b"
             r"|\b(?:from|for) (?:this|your) (?:network|ip|ip address|host|server|country"
             r"|region)\b",
         ),
@@ -190,7 +192,7 @@ DEAD_ADDRESS = Tier(
             "the recipient's name with 'unknown', 'not found', 'does not exist'…",
             r"\b(?:user|recipient|mailbox|mail ?box|address|account|addressee|destination"
             r"|e-?mail(?: address)?|local ?part|alias|person|name)(?:s|\(s\))?"
-            r"(?: (?:addr|<addr>|\"[^\"]{0,64}\"|'[^']{0,64}'|\([^)]{0,64}\)))?:?"
+            r"(?: (?:addr|<addr>|<[^<>\s]{1,64}>|\"[^\"]{0,64}\"|'[^']{0,64}'|\([^)]{0,64}\)))?:?"
             r" (?:is |was |has been |has |does )?"
             r"(?:unknown|not (?:found|known|recogni[sz]ed|present|listed|exist\w*|valid\b)"
             r"|invalid|nonexist\w*|non-existent|inexist\w*|does ?n[o']?t exist|doesn't exist)",
@@ -236,6 +238,11 @@ DEAD_ADDRESS = Tier(
             r"|names)",
         ),
         Rule(
+            "unrecognized O/R name",
+            "X.400 (ITU-T X.411, RFC 2156): the originator/recipient name is not known",
+            r"\bunrecogni[sz]ed[- ](?:or|o/r)[- ]name\b",
+        ),
+        Rule(
             "moved",
             "the mailbox has moved (x.1.6, 551 user not local)",
             r"\b(?:has|have|mailbox|address|user|account|recipient)(?: been)? moved\b"
@@ -253,9 +260,10 @@ DEAD_ADDRESS = Tier(
         Rule(
             "disabled",
             "a disabled or deactivated account, with no word that it is temporary",
-            r"\b(?:account|mailbox|mail box|user|recipient|address|inbox|konto|postfach)"
-            r"\b[^.;]{0,40}\b(?:disabled|deactivated|discontinued|deaktiviert|désactivée?"
-            r"|desactivad[ao])\b(?! for (?!good\b|ever\b))(?! by policy)"
+            r"\b(?:account|mailbox|mail box|user|recipient|address|mail ?address|inbox|konto"
+            r"|postfach)\b[^.;]{0,40}\b(?:disabled|deactivated|discontinued|deaktiviert"
+            r"|désactivée?|desactivad[ao])\b(?! for (?!good\b|ever\b))"
+            r"(?! by (?:[\w-]{1,20} ){0,2}polic)"
             r"|\b(?:disabled|deactivated|discontinued) (?:account|mailbox|user|recipient|address)",
         ),
         Rule(
@@ -269,12 +277,14 @@ DEAD_ADDRESS = Tier(
             r" (?:for|found|or ip)|\bno mx\b|\bmx records? points? to non-?existent"
             r"|\bnon-?existent (?:hosts?|domain)|\bhost unknown|\bnon ?existent ?domain"
             r"|\bdomain name not found|\bunrout(?:e)?able (?:mail )?(?:address|domain)"
-            r"|\bunknown mail domain|\bhost not found",
+            r"|\bunknown mail domain|\bhost not found"
+            # hMailServer: "No mail servers appear to exists for the recipients address."
+            r"|\bno mail servers? (?:appears? to )?exists? for",
         ),
         Rule(
             "domain accepts no mail",
             "RFC 7505 null MX: the domain accepts no mail at all",
-            r"\bnull ?mx\b|\bnullmx\b|\baccepts no (?:e-?)?mail",
+            r"\bnull ?mx\b|\bnullmx\b|\baccepts no (?:e-?)?mail\b(?! from)",
         ),
         Rule(
             "user unknown (translated)",

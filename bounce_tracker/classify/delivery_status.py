@@ -80,7 +80,9 @@ def classify_dsn(report: Report) -> Classification | None:
     primary = recipients[index]
     extra = {"recipients_truncated": "true"} if fields.truncated else {}
     # Never name the report's own envelope (our VERP address) as a recipient.
-    named = [r for r in recipients if not (r.address and report.is_envelope(r.address))]
+    # Only the exact address: a Final-Recipient at the bounce domain is still named by
+    # the DSN itself (a test or a small site may bounce to a mailbox of its own domain).
+    named = [r for r in recipients if not (r.address and r.address.lower() in report.excluded)]
     return Classification(
         kind=kind,
         status=primary.status,

@@ -12,13 +12,16 @@ to another message (a forward by a person or a service) is read too.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from email.message import Message
 
 from bounce_tracker.classify import diagnosis
 from bounce_tracker.classify.auto_reply import auto_reply_reason
 from bounce_tracker.classify.delivery_status import overall_kind
 from bounce_tracker.classify.diagnosis import best_status, enhanced_codes, failure_kind
 from bounce_tracker.classify.dsn import MAX_RECIPIENT_RECORDS
+from bounce_tracker.classify.limits import MAX_BOUNCE_TEXT
 from bounce_tracker.classify.mime import (
     ORIGINAL_TYPES,
     children,
@@ -38,6 +41,7 @@ from bounce_tracker.classify.wording import (
     SUBJECT_BOUNCE_RE,
     SUCCESS_RE,
     WEAK_MARKER_RE,
+    delay_wording,
     is_delay,
 )
 from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
@@ -61,7 +65,8 @@ def _bounce_signals(report: Report) -> tuple[bool, str]:
     daemon = bool(FROM_DAEMON_RE.search(report.sender))
     subject = bool(SUBJECT_BOUNCE_RE.search(report.subject)) and not reply
     weak = bool(WEAK_MARKER_RE.search(head))
-    if daemon and (subject or weak or FAILURE_WORDS_RE.search(head)):
+    # Old MTAs' delay warnings carry no failure words: "has not yet been delivered".
+    if daemon and (subject or weak or FAILURE_WORDS_RE.search(head) or delay_wording(head)):
         return True, "sender"
     automated = report.header("return-path").strip() == "<>" or bool(
         report.header("auto-submitted")
@@ -151,8 +156,65 @@ def _reporting_host(report: Report) -> str:
     return ""
 
 
+# Where a mail client's inline forward starts: Gmail's "---------- Forwarded message
+# ---------", Outlook's "-----Original Message-----", Apple Mail's "Begin forwarded
+# message:". The forwarded message's header lines follow it.
+_INLINE_FORWARD_RE = re.compile(
+    r"^[ \t]*(?:-{2,}[ \t]*(?:forwarded message|original message|message transféré"
+    r"|weitergeleitete nachricht)[ \t]*-*|begin forwarded message:)[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FORWARD_FIELD_RE = re.compile(
+    r"^[ \t]*(from|subject|date|sent|to)[ \t]*:[ \t]*([^\n]{0,500})$", re.IGNORECASE
+)
+#: At most this many inline forward blocks are looked at.
+MAX_INLINE_FORWARDS = 5
+
+
+def _inline_forwarded(report: Report) -> Message | None:
+    """The bounce a person or a system forwarded inline, rebuilt as a message, or None.
+
+    A forward whose body is a bounce is classified by the bounce it carries; a reply
+    (``Re:``) that quotes or mentions one is a person's message, never a bounce.
+    The forwarded block counts only when its own header lines show a report: a
+    mail-system sender or a bounce subject.
+    """
+    if REPLY_SUBJECT_RE.match(report.subject):
+        return None
+    whole = f"{report.text}\n{report.tail}"[:MAX_BOUNCE_TEXT]
+    for count, match in enumerate(_INLINE_FORWARD_RE.finditer(whole)):
+        if count >= MAX_INLINE_FORWARDS:
+            break
+        block = whole[match.end() :].lstrip("\n")
+        fields: dict[str, str] = {}
+        lines = block.split("\n", 12)
+        used = 0
+        for line in lines[:12]:
+            found = _FORWARD_FIELD_RE.match(line)
+            if not found:
+                break
+            fields.setdefault(found.group(1).lower(), found.group(2).strip())
+            used += 1
+        sender, subject = fields.get("from", ""), fields.get("subject", "")
+        if not (FROM_DAEMON_RE.search(sender) or SUBJECT_BOUNCE_RE.search(subject)):
+            continue
+        body = "\n".join(lines[used:]) if used < len(lines) else ""
+        inner = Message()
+        inner["From"] = sender
+        inner["Subject"] = subject
+        inner["To"] = fields.get("to", "")
+        inner.set_payload(body, "utf-8")
+        return inner
+    return None
+
+
 def classify_forwarded_bounce(report: Report) -> Classification | None:
-    """A text bounce attached to another message (forwarded by a person or a service)."""
+    """A text bounce forwarded by a person or a service: attached, or inline in a forward."""
+    inline = _inline_forwarded(report)
+    if inline is not None:
+        result = classify_text_bounce(Report.build(inline))
+        if result is not None:
+            return replace(result, reason=f"forwarded inline {result.reason}")
     for part in report.parts:
         if part.enclosed != 0 or part.content_type not in ORIGINAL_TYPES:
             continue

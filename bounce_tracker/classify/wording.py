@@ -27,7 +27,8 @@ SUBJECT_BOUNCE_RE = re.compile(
     r"|mail system error|could ?n[o']?t be delivered|delivery has failed|delivery to .{0,80} failed"
     r"|^\s*rejected\b|\bbounced? (?:mail|message)|delayed mail|delivery delayed|message delayed"
     r"|warning: could not send|warning: message .{0,120} delayed|mail delivery problem"
-    r"|returning message to sender|" + languages.BOUNCE_SUBJECT,
+    r"|returning message to sender|delivery warning|message status - (?:undeliverable|delayed)"
+    r"|" + languages.BOUNCE_SUBJECT,
     re.IGNORECASE,
 )
 # Sentences only mail software writes: on their own they make a message a bounce.
@@ -114,6 +115,11 @@ def looks_failed(report: Report) -> bool:
     if _DELAY_RE.search(head) and not _PERMANENT_RE.search(head):
         return False
     return bool(SUBJECT_BOUNCE_RE.search(report.subject) or _PERMANENT_RE.search(head))
+
+
+def delay_wording(text: str) -> bool:
+    """Whether ``text`` says delivery is still being tried (a delay warning's words)."""
+    return bool(_DELAY_RE.search(text))
 
 
 def is_delay(report: Report) -> bool:
