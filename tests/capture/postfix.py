@@ -1,4 +1,6 @@
-"""Capture Postfix's own reports: ``.venv/bin/python -m tests.capture.postfix`` (root, /work/main).
+"""Capture Postfix's own reports: ``.venv/bin/python -m tests.capture.postfix [SCENARIO...]``.
+
+Run as root from /work/main; with scenario names, only those are captured again.
 
 What works here (Debian 12, Postfix 3.7.11 installed from Debian's packages): nothing
 is unpacked. Two private instances run the installed binaries from ``/tmp/pfc-*``
@@ -43,6 +45,7 @@ import socket
 import socketserver
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -65,6 +68,7 @@ STUB_IP = "127.0.0.77"
 SINK = "sink.capture.test"
 SERVFAIL = "servfail.capture.test"
 LOOP_MX = "loop-mx.capture.test"
+MALFORMED = "malformed.capture.test"  # answers one MX record it does not send
 
 
 def _name(domain: str) -> bytes:
@@ -100,9 +104,10 @@ class _DnsHandler(socketserver.BaseRequestHandler):
         name, qtype = ".".join(labels), struct.unpack(">H", query[end + 1 : end + 3])[0]
         flags = 0x8580 | (query[2] & 1) << 8  # QR AA RA, and RD as asked
         rdata = RECORDS.get(name, {}).get(qtype, b"")
-        if name == SERVFAIL or name in RECORDS:
+        if name in (SERVFAIL, MALFORMED) or name in RECORDS:
+            count = 1 if rdata or name == MALFORMED else 0
             answer = query[:2] + struct.pack(
-                ">HHHHH", flags | (name == SERVFAIL) * 2, 1, 1 if rdata else 0, 0, 0
+                ">HHHHH", flags | (name == SERVFAIL) * 2, 1, count, 0, 0
             )
             answer += query[12 : end + 5]
             if rdata:
@@ -246,6 +251,8 @@ virtual_mailbox_base = {base}/vmail
 virtual_uid_maps = static:65534
 virtual_gid_maps = static:65534
 virtual_mailbox_limit = 200000
+virtual_alias_domains = valias.capture.test
+virtual_alias_maps = texthash:{etc}/valias
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
 default_transport = error:5.7.1 default route disabled in capture instance
@@ -282,12 +289,21 @@ nullmx.capture.test dnssmtp:
 servfail.capture.test dnssmtp:
 nosuch.invalid dnssmtp:
 loop-mx.capture.test dnssmtp:
+malformed.capture.test dnssmtp:
 loop.capture.test {mx}
 down.capture.test {closed}
 """
 MX_FILES = {
-    "aliases": "loop-a loop-b@local.capture.test\nloop-b loop-a@local.capture.test",
-    "vmailbox": "full@virtual.capture.test fullbox\nok@virtual.capture.test ok/",
+    "aliases": """
+loop-a loop-b@local.capture.test
+loop-b loop-a@local.capture.test
+team ok@virtual.capture.test, ok2@virtual.capture.test
+pipe-fail |/bin/false
+pipe-nouser "|exit 67;"
+""",
+    "valias": "sales@valias.capture.test ok@virtual.capture.test",
+    "vmailbox": "full@virtual.capture.test fullbox\nok@virtual.capture.test ok/\n"
+    "ok2@virtual.capture.test ok2/",
 }
 MIMECAST = " - https://community.mimecast.com/docs/DOC-1369#{} [qI7pXz1bTmWcYd4nLk0aEw.uk42]"
 BLOCKED = "Service unavailable; Client host [192.0.2.25] blocked using"
@@ -373,6 +389,11 @@ SCENARIOS = [
     S("smtp-too-many-hops", "someone@loop.capture.test"),
     S("smtp-loops-back-to-myself", f"someone@{LOOP_MX}"),
     S("dns-host-not-found", "someone@nosuch.invalid"),
+    S("dns-malformed-reply", f"someone@{MALFORMED}", retried=True),
+    S("virtual-alias-unknown-user", "nobody@valias.capture.test", sendmail=True),
+    S("alias-expanded-success", "team@local.capture.test", success=True, rcpt_options=NOTIFY),
+    S("local-command-failed", "pipe-fail@local.capture.test"),
+    S("local-command-ex-nouser", "pipe-nouser@local.capture.test"),
     S("dns-servfail", f"someone@{SERVFAIL}", retried=True),
     S("smtp-null-mx", "someone@nullmx.capture.test"),
     S("smtp-size-exceeds-server-limit", "big-size@users.remote.test", size=30000),
@@ -446,10 +467,10 @@ def submit(mx: Instance, scenario: Scenario) -> None:
         client.sendmail(sender, recipients, scenario.message(), *options)
 
 
-def collect(sink: SmtpSink, timeout: float) -> dict[str, bytes]:
+def collect(sink: SmtpSink, scenarios: list[Scenario], timeout: float) -> dict[str, bytes]:
     """Wait for every wanted report (the first of each kind per scenario); by file name."""
-    by_address = {s.report_to.lower(): s for s in SCENARIOS}
-    wanted = {name for s in SCENARIOS for name in s.want.values()}
+    by_address = {s.report_to.lower(): s for s in scenarios}
+    wanted = {name for s in scenarios for name in s.want.values()}
     found: dict[str, bytes] = {}
 
     def scan() -> bool:
@@ -466,7 +487,9 @@ def collect(sink: SmtpSink, timeout: float) -> dict[str, bytes]:
     return found
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Capture the scenarios called ``names`` (all when empty)."""
+    scenarios = [s for s in SCENARIOS if not names or s.name in names]
     resolv = Path("/etc/resolv.conf").read_text().split()
     upstream = resolv[resolv.index("nameserver") + 1]
     with contextlib.ExitStack() as stack:
@@ -499,12 +522,12 @@ def main() -> None:
         prepare(mx, remote)
         remote.start(resolv_conf)
         mx.start(resolv_conf)
-        for scenario in SCENARIOS:
+        for scenario in scenarios:
             try:
                 submit(mx, scenario)
             except smtplib.SMTPException as exc:
                 print(f"{scenario.name}: refused at submission: {exc}")
-        for name, raw in sorted(collect(sink, 60).items()):
+        for name, raw in sorted(collect(sink, scenarios, 60).items()):
             if name in HELD_BACK:  # labelled before any rule saw them; never classified here
                 held = FIXTURES / "held_back" / f"postfix-{name}.eml"
                 held.write_bytes(raw.replace(b"\r\n", b"\n"))
@@ -513,4 +536,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
