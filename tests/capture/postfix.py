@@ -20,7 +20,8 @@ on 127.0.0.1 ports, logging to ``DIR/maillog`` (copied to /tmp/pfc-logs/ at stop
   authoritative) for every name, .invalid included. Both instances start inside
   ``unshare -m`` with a bind mount over /etc/resolv.conf (the host's file is not
   touched) naming :class:`DnsStub` on 127.0.0.77:53, which answers a null MX, a
-  SERVFAIL and an MX pointing back at the reporting MTA for test names and passes
+  SERVFAIL, a malformed reply and an MX pointing back at the reporting MTA for
+  test names and passes
   every other query to the machine's resolver: the NXDOMAIN report is the real
   resolver's answer. Only the ``dnssmtp`` transport looks names up.
 
@@ -33,6 +34,13 @@ to a server that announces its limit (it bounces by itself, also captured), and
 without SIZE the remote smtpd says ``Error: message file too big``. Vendor replies
 (Mimecast, Proofpoint, Barracuda, Cisco, Spamhaus, Proton, postgrey) are played by
 sinks; their sources are in the labels' notes.
+
+Gotchas met: with ``smtpd_reject_unlisted_sender`` an ``error:`` default_transport
+makes smtpd refuse every remote sender ("default route disabled"), so the receiving
+instance discards instead; a ``transport_maps`` table must exist even when empty
+(else 451 4.3.0 Temporary lookup failure); a bracketed next hop back to oneself
+gives "too many hops", only an MX naming oneself gives "loops back to myself". A
+full run takes about 15 s; logs stay in /tmp/pfc-logs/.
 """
 
 from __future__ import annotations
