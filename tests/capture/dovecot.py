@@ -25,9 +25,14 @@ What works to run Dovecot 2.3.19.1 (Debian 12's ``dovecot-core``, installed) her
   relays ``dovecot.capture.test`` to Dovecot's LMTP and writes the DSNs for Dovecot's
   LMTP replies to the sink. Dovecot's LMTP announces DSN, so Postfix leaves success
   notices to it (and it writes none): ``lmtp_discard_lhlo_keywords = dsn`` makes Postfix
-  write the "delivered" notice itself.
-* What didn't: a Sieve ``redirect`` loop writes no report (Pigeonhole drops a
-  message it already redirected, logging it), so there is none here.
+  write the "delivered" notice itself. ``lda.dovecot.capture.test`` goes instead to a
+  pipe(8) service running ``dovecot-lda -e`` as nobody (needs ``auth-userdb`` and
+  ``stats-writer`` sockets mode 0666, the log file writable): Postfix then reports the
+  LDA's exit codes (67 user unknown, 77 "permission denied" with the quota text, 75
+  temporary failure). A Sieve ``reject`` there still sends Dovecot's own MDN, -e or not.
+* Not captured: a Sieve ``redirect`` loop (a redirect leaves through submission_host
+  for the sink, which does not feed it back; not tried further), an unknown user or a
+  tempfail from the LDA alone (no report, only an exit code).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ BASE = Path("/tmp/dovecot-capture")
 ROOT, HOME, CONF = BASE / "root", BASE / "home", BASE / "dovecot.conf"
 PFX = Path("/tmp/dvcpfx")  # short: Postfix's socket paths must stay under 108 bytes
 DOMAIN, HOST = "dovecot.capture.test", "mx.dovecot.capture.test"
+PIPE_DOMAIN = f"lda.{DOMAIN}"
 LMTP_PORT = 24025
 HELD_BACK = {"lmtp-two-failed"}
 LDA = "/usr/lib/dovecot/dovecot-lda"
@@ -90,14 +96,20 @@ LDA_CASES = [
     ("lda-vacation-german", "urlauber"),
     ("lda-sieve-notify", "notifier"),
 ]
-# (key, recipients, NOTIFY, report names in order) through Postfix and Dovecot's LMTP.
-LMTP_CASES = [
-    ("unknown", ["nosuch"], "FAILURE", ["lmtp-user-unknown"]),
-    ("full", ["fullbox"], "FAILURE", ["lmtp-quota-rejected"]),
-    ("tempfull", ["tempfull"], "DELAY,FAILURE", ["lmtp-quota-delayed", "lmtp-quota-expired"]),
-    ("success", ["alice"], "SUCCESS", ["lmtp-success-notice"]),
-    ("two", ["nosuch2", "fullbox"], "FAILURE", ["lmtp-two-failed"]),
-]
+# (key, recipients, NOTIFY, report names in order), all through the private Postfix:
+# @DOMAIN to Dovecot's LMTP, @PIPE_DOMAIN to ``dovecot-lda -e`` through pipe(8).
+POSTFIX_CASES = [
+    ("unknown", [f"nosuch@{DOMAIN}"], "FAILURE", ["lmtp-user-unknown"]),
+    ("full", [f"fullbox@{DOMAIN}"], "FAILURE", ["lmtp-quota-rejected"]),
+    ("tempfull", [f"tempfull@{DOMAIN}"], "DELAY,FAILURE",
+     ["lmtp-quota-delayed", "lmtp-quota-expired"]),
+    ("success", [f"alice@{DOMAIN}"], "SUCCESS", ["lmtp-success-notice"]),
+    ("two", [f"nosuch2@{DOMAIN}", f"fullbox@{DOMAIN}"], "FAILURE", ["lmtp-two-failed"]),
+    ("pipe-unknown", [f"nosuch@{PIPE_DOMAIN}"], "FAILURE", ["pipe-lda-user-unknown"]),
+    ("pipe-full", [f"fullbox@{PIPE_DOMAIN}"], "FAILURE", ["pipe-lda-quota-rejected"]),
+    ("pipe-tempfull", [f"tempfull@{PIPE_DOMAIN}"], "DELAY,FAILURE",
+     ["pipe-lda-quota-delayed", "pipe-lda-quota-expired"]),
+]  # fmt: skip
 
 
 def dovecot_conf(sink_port: int) -> str:
@@ -123,6 +135,16 @@ passdb {{
 userdb {{
   driver = passwd-file
   args = {BASE}/users
+}}
+service auth {{
+  unix_listener auth-userdb {{
+    mode = 0666
+  }}
+}}
+service stats {{
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
 }}
 service lmtp {{
   executable = {ROOT}/usr/lib/dovecot/lmtp
@@ -158,6 +180,8 @@ def prepare(sink_port: int) -> None:
     for module in (ROOT / "usr/lib/dovecot/modules/sieve").glob("*.so"):
         (BASE / "modules" / "sieve" / module.name).symlink_to(module)
     CONF.write_text(dovecot_conf(sink_port))
+    (BASE / "dovecot.log").touch()
+    (BASE / "dovecot.log").chmod(0o666)  # dovecot-lda runs as nobody under pipe(8)
     lines = []
     for user, (script, extra) in USERS.items():
         (HOME / user).mkdir(parents=True)
@@ -193,13 +217,18 @@ def start_postfix(sink_port: int) -> int:
     PFX.chmod(0o755)
     settings = {**_E2E_MAIN_CF, **PROFILES["fast"], "myhostname": f"relay.{DOMAIN}",
                 "mydomain": DOMAIN, "transport_maps": f"texthash:{PFX}/etc/transport",
-                "lmtp_discard_lhlo_keywords": "dsn"}  # fmt: skip
+                "lmtp_discard_lhlo_keywords": "dsn",
+                "dovecot_destination_recipient_limit": "1"}  # fmt: skip
     (PFX / "etc/main.cf").write_text(instance_main_cf(PFX, settings))
     port = free_port()
-    services = [f"127.0.0.1:{port} inet n - n - - smtpd", *_E2E_SERVICES]
+    lda = f"env LD_LIBRARY_PATH={ENV['LD_LIBRARY_PATH']} {LDA} -e -c {CONF}"
+    lda += " -f ${sender} -d ${user} -a ${original_recipient}"
+    pipe = f"dovecot unix - n n - - pipe flags=DRhu user=nobody:nogroup argv=/usr/bin/{lda}"
+    services = [f"127.0.0.1:{port} inet n - n - - smtpd", *_E2E_SERVICES, pipe]
     (PFX / "etc/master.cf").write_text(instance_master_cf(services))
     (PFX / "etc/transport").write_text(
         f"{DOMAIN} lmtp:inet:127.0.0.1:{LMTP_PORT}\nsink.test smtp:[127.0.0.1]:{sink_port}\n"
+        f"{PIPE_DOMAIN} dovecot:\n"
     )
     backdate_config(PFX / "etc")
     subprocess.run(["postfix", "-c", str(PFX / "etc"), "start"], check=True)
@@ -209,12 +238,12 @@ def start_postfix(sink_port: int) -> int:
 def run_lmtp(port: int) -> None:
     with smtplib.SMTP("127.0.0.1", port) as smtp:
         smtp.ehlo()  # else smtplib drops the DSN options of MAIL and RCPT
-        for key, users, notify, _ in LMTP_CASES:
-            sender, rcpts = f"bounce-lmtp-{key}@sink.test", [f"{u}@{DOMAIN}" for u in users]
+        for key, rcpts, notify, _ in POSTFIX_CASES:
+            sender = f"bounce-lmtp-{key}@sink.test"
             smtp.mail(sender, ["RET=HDRS"])
             for rcpt in rcpts:
                 smtp.rcpt(rcpt, [f"NOTIFY={notify}"])
-            big = key in ("full", "tempfull", "two")
+            big = "full" in key or key == "two"
             smtp.data(message(sender, rcpts, f"Dovecot LMTP capture {key}", big=big))
 
 
@@ -228,7 +257,7 @@ def store(name: str, transaction: Transaction) -> None:
 def main() -> None:
     expected: dict[str, list[str]] = {f"bounce-{user}@sink.test": [n] for n, user in LDA_CASES}
     expected["bounce-notify@sink.test"] = expected.pop("bounce-notifier@sink.test")
-    for key, _, _, names in LMTP_CASES:
+    for key, _, _, names in POSTFIX_CASES:
         expected[f"bounce-lmtp-{key}@sink.test"] = names
     with SmtpSink() as sink:
         prepare(sink.port)
