@@ -17,7 +17,8 @@ What works to run Courier 1.0.16 (Debian 12's ``courier-mta``) here, as root:
 * ``/usr/sbin/authdaemond start`` (authpam, i.e. getpwnam) and ``/usr/sbin/courier
   start`` run the daemons; mail is submitted with Courier's ``/usr/sbin/sendmail -f
   SENDER -N NOTIFY``. ``esmtproutes`` sends ``sink.test`` and ``*.example`` to a
-  ``SmtpSink`` on 127.0.0.1 and ``dead.test`` to a closed port; ``warntime`` 8s,
+  ``SmtpSink`` on 127.0.0.1, ``strict.test`` to a second one that refuses every MAIL
+  FROM, and ``dead.test`` to a closed port; ``warntime`` 8s,
   ``queuetime`` 40s and ``retryalpha``/``retrygamma`` 3s give a delay warning and
   an expiry within a minute. ``dsnfrom`` has no Debian default (debconf asks): it is
   set to MAILER-DAEMON@mx.courier.capture.test.
@@ -96,6 +97,8 @@ CASES = [
     Case("yandex", ["nosuch@yandex.example"], ["remote-yandex-no-such-user"]),
     Case("yandexspam", ["someone@yandex.example"], ["remote-yandex-spam-counter"]),
     Case("yandexspf", ["spf@yandex.example"], ["remote-yandex-spf-counter"]),
+    Case("nullmx", ["someone@nullmx.example"], ["remote-null-mx"]),
+    Case("sender", ["someone@strict.test"], ["remote-sender-domain-rejected-counter"]),
 ]  # fmt: skip
 
 # The sink's replies at RCPT TO (sources of the vendor texts are in the labels' notes).
@@ -115,6 +118,8 @@ REPLIES = {
     "Local mailbox closed@mailru.example is unavailable: account is disabled",
     "someone@mailru.example": "550 message sending for this account is disabled",
     "nosuch@yandex.example": "550 5.7.1 No such user!",
+    "someone@nullmx.example": "556 5.1.10 <someone@nullmx.example>: Recipient address "
+    "rejected: Domain nullmx.example does not accept mail (nullMX)",
     "spf@yandex.example": "550 5.7.1 SPF check failed: 192.0.2.1 is not authorized "
     "to send in the name of sink.test",
 }
@@ -155,7 +160,7 @@ def syslog_to_file(path: Path) -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
-def configure(sink_port: int, dead_port: int) -> None:
+def configure(sink_port: int, dead_port: int, strict_port: int) -> None:
     with open("/etc/passwd", "a") as passwd, open("/etc/group", "a") as group:
         for name, uid in {"courier": 990, **USERS}.items():
             home = "/var/lib/courier" if name == "courier" else f"{BASE}/home/{name}"
@@ -165,7 +170,8 @@ def configure(sink_port: int, dead_port: int) -> None:
         "me": HOST, "defaultdomain": DOMAIN, "locals": f"localhost\n{HOST}\n{DOMAIN}",
         "dsnfrom": f'"Courier mail server at {HOST}" <MAILER-DAEMON@{HOST}>',
         "esmtproutes": f"sink.test: [127.0.0.1],{sink_port}\n"
-        f".example: [127.0.0.1],{sink_port}\ndead.test: [127.0.0.1],{dead_port}",
+        f".example: [127.0.0.1],{sink_port}\ndead.test: [127.0.0.1],{dead_port}\n"
+        f"strict.test: [127.0.0.1],{strict_port}",
         "queuetime": "40s", "warntime": "8s", "esmtpdelay": "1s",
         "retryalpha": "3s", "retrybeta": "2", "retrygamma": "3s", "retrymaxdelta": "2",
     }  # fmt: skip
@@ -203,11 +209,12 @@ def submit(case: Case, number: int) -> None:
 def capture() -> None:
     mount_overlays()
     syslog_to_file(STATE / "maillog")
-    with SmtpSink() as sink, socket.socket() as closed:
+    with SmtpSink() as sink, SmtpSink() as strict, socket.socket() as closed:
+        strict.state.mail_reply = "553 5.1.8 Sender address rejected: Domain not found"
         closed.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
         sink.state.replies.update(REPLIES)
         sink.state.data_replies.update(DATA_REPLIES)
-        configure(sink.port, closed.getsockname()[1])
+        configure(sink.port, closed.getsockname()[1], strict.port)
         sh("/usr/sbin/authdaemond", "start")
         sh("/usr/sbin/courier", "start")
         try:
