@@ -54,43 +54,168 @@ _ENCODED_WORD_RE = re.compile(r"=\?([^?\s]{1,64})\?([bBqQ])\?([^?\s]{0,2000})\?=
 _BETWEEN_WORDS_RE = re.compile(r"(\?=)[ \t\r\n]{1,200}(?==\?)")
 
 
+# Charset names mail software writes that Python doesn't know, and labels whose
+# charset is a subset of what the mail really holds: Shift_JIS mail is Windows-31J
+# (NEC and IBM extensions), "gb2312" mail is GBK, "big5" is CP950, "ks_c_5601-1987"
+# and EUC-KR are CP949, and ISO-8859-1 text is windows-1252 (as browsers read it).
+_CHARSET_ALIASES = {
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "x-ms-cp932": "cp932",
+    "ms_kanji": "cp932",
+    "x-euc-jp": "euc_jp",
+    "x-euc": "euc_jp",
+    "x-gbk": "gb18030",
+    "gb_2312-80": "gb18030",
+    "euc-cn": "gb18030",
+    "x-euc-cn": "gb18030",
+    "cn-gb": "gb18030",
+    "x-x-big5": "cp950",
+    "big5-x": "cp950",
+    "x-cp1251": "cp1251",
+    "win-1251": "cp1251",
+    "cp-1251": "cp1251",
+    "windows-874": "cp874",
+    "x-windows-949": "cp949",
+    "ks_c_5601": "cp949",
+    "iso-8859-8-i": "iso8859-8",
+}
+_CODEC_UPGRADES = {
+    "shift_jis": "cp932",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "big5": "cp950",
+    "euc_kr": "cp949",
+    "latin-1": "cp1252",
+    "iso8859-1": "cp1252",
+}
+# What else a part labelled in one of these charsets turns out to hold when its bytes
+# don't decode strictly (Shift_JIS labelled ISO-2022-JP, UTF-8 labelled anything…).
+_JAPANESE = ("utf-8", "euc_jp", "cp932")
+_FALLBACKS = {
+    "iso2022_jp": _JAPANESE,
+    "iso2022_jp_1": _JAPANESE,
+    "iso2022_jp_2": _JAPANESE,
+    "iso2022_jp_ext": _JAPANESE,
+    "iso2022_jp_3": _JAPANESE,
+    "iso2022_jp_2004": _JAPANESE,
+    "euc_jp": ("utf-8", "cp932", "euc_jis_2004"),
+    "euc_jis_2004": ("utf-8", "cp932"),
+    "cp932": ("utf-8", "euc_jp"),
+    "gb18030": ("utf-8",),
+    "hz": ("utf-8", "gb18030"),
+    "cp950": ("utf-8", "big5hkscs", "gb18030"),
+    "big5hkscs": ("utf-8", "cp950"),
+    "cp949": ("utf-8", "iso2022_kr"),
+    "iso2022_kr": ("utf-8", "cp949"),
+    "utf-7": ("utf-8",),
+    "cp1252": ("utf-8", "latin-1"),
+    "ascii": ("utf-8", "cp1252"),
+}
+
+
 def _codec(charset: str | None) -> str | None:
     """A safe text codec name for a declared charset, or None."""
     if not charset:
         return None
+    label = charset.strip().strip("\"'").lower()[:40]
+    label = _CHARSET_ALIASES.get(label, label)
     try:
-        info = codecs.lookup(charset.strip().strip("\"'")[:40])
+        info = codecs.lookup(label)
     except (LookupError, ValueError, TypeError):
         return None
     if info.name in _UNSAFE_CODECS or not getattr(info, "_is_text_encoding", True):
         return None
     if info.name == "ascii":
         return None
-    return info.name
+    return _CODEC_UPGRADES.get(info.name, info.name)
 
 
 # Lone surrogates: a few codecs (UTF-7) decode to them even with errors="replace".
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# ISO-2022-JP's escape sequences: ASCII/JIS-Roman, half-width katakana, JIS X 0208
+# (1978, 1983, and the 1990 announcer), JIS X 0212 and JIS X 0213 plane 1.
+_JIS_ESCAPE_RE = re.compile(rb"(\x1b(?:\(B|\(J|\(I|\$@|\$B|&@\x1b\$B|\$\(D|\$\(Q|\$\(O))")
+_JIS_KANJI_RE = re.compile(rb"\x1b(?:\$[@B]|\(I|\$\(Q|\$\(O)")
+# JIS bytes (0x21-0x7e) to EUC (high bit set): the same code point in EUC form.
+_TO_EUC = bytes(b | 0x80 if 0x21 <= b <= 0x7E else b for b in range(256))
+_KANA_TO_EUC = bytes(b | 0x80 if 0x21 <= b <= 0x5F else b for b in range(256))
+# Full-width ASCII and half-width katakana (one character each after NFKC).
+_WIDTH_RE = re.compile("[\uff01-\uffee]+")
+
+
+def _decode_iso2022jp(data: bytes) -> str:
+    """7-bit ISO-2022-JP text, leniently: any escape may come at any point, line ends
+    need not return to ASCII, and NEC's row-13 symbols (①, ㈱…) that Windows writes
+    decode (through EUC-JIS-2004, which holds them)."""
+    pieces: list[str] = []
+    mode = b"\x1b(B"
+    for index, chunk in enumerate(_JIS_ESCAPE_RE.split(data)):
+        if index % 2:
+            mode = chunk[-3:] if chunk.startswith(b"\x1b&@") else chunk
+            continue
+        if not chunk:
+            continue
+        if mode in (b"\x1b$@", b"\x1b$B", b"\x1b$(Q", b"\x1b$(O"):
+            pieces.append(chunk.translate(_TO_EUC).decode("euc_jis_2004", "replace"))
+        elif mode == b"\x1b$(D":
+            # JIS X 0212 (rare supplementary kanji): EUC-JP writes it after SS3.
+            pairs = chunk.translate(_TO_EUC)
+            euc = b"".join(b"\x8f" + pairs[i : i + 2] for i in range(0, len(pairs), 2))
+            pieces.append(euc.decode("euc_jp", "replace"))
+        elif mode == b"\x1b(I":
+            pieces.append(chunk.translate(_KANA_TO_EUC).decode("cp932", "replace"))
+        else:
+            pieces.append(chunk.decode("ascii", "replace"))
+    return "".join(pieces)
+
+
+def _fold_width(text: str) -> str:
+    """Full-width letters and digits as ASCII, half-width katakana as full width (NFKC
+    of those characters only: one character in, at most one out)."""
+    import unicodedata  # C module; only for text that has such characters
+
+    return _WIDTH_RE.sub(lambda match: unicodedata.normalize("NFKC", match.group(0)), text)
+
+
+def _clean(text: str) -> str:
+    if text.isascii():
+        return text
+    text = _SURROGATE_RE.sub("\ufffd", text)
+    return _fold_width(text) if _WIDTH_RE.search(text) else text
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
     """``data`` as text in ``charset`` (else UTF-8, else cp1252), never with surrogates.
 
+    ISO-2022-JP is recognised by its escapes whatever the label says (it often has
+    none); bytes that don't decode in the declared charset are tried in what such a
+    label usually hides (:data:`_FALLBACKS`) before decoding with replacement marks.
     Text with lone surrogates can't be encoded again (UTF-8, even with
     ``surrogateescape``), which later steps do to header values.
     """
     name = _codec(charset)
-    if name is not None:
+    if (
+        b"\x1b" in data
+        and name not in ("iso2022_jp_2", "iso2022_kr", "iso2022_jp_3", "iso2022_jp_2004")
+        and _JIS_KANJI_RE.search(data)
+        and data.isascii()
+    ):
+        return _clean(_decode_iso2022jp(data))
+    if name is None:
         try:
-            text = data.decode(name, "replace")
-        except (LookupError, ValueError, TypeError):
-            pass
-        else:
-            return text if text.isascii() else _SURROGATE_RE.sub("\ufffd", text)
+            return _clean(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            return _clean(data.decode("cp1252", "replace"))
+    for candidate in (name, *_FALLBACKS.get(name, ("utf-8",))):
+        try:
+            return _clean(data.decode(candidate))
+        except (UnicodeDecodeError, LookupError, ValueError, TypeError):
+            continue
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
+        return _clean(data.decode(name, "replace"))
+    except (LookupError, ValueError, TypeError):
+        return _clean(data.decode("utf-8", "replace"))
 
 
 _BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -99,28 +224,56 @@ _NOT_BASE64 = bytes(b for b in range(256) if b not in _BASE64_ALPHABET)
 
 def _b64decode(data: bytes) -> bytes:
     cleaned = data.translate(None, _NOT_BASE64)
-    cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
+    # Padding was dropped with the other non-alphabet bytes: restore it, so that the
+    # last one or two bytes of a padded word aren't lost. A lone sextet is noise.
+    extra = len(cleaned) % 4
+    cleaned = cleaned[:-1] if extra == 1 else cleaned + b"=" * ((4 - extra) % 4)
     try:
         return binascii.a2b_base64(cleaned)
     except (binascii.Error, ValueError):
         return b""
 
 
-def _decode_word(match: re.Match[str]) -> str:
-    charset, encoding, payload = match.groups()
+def _word_bytes(match: re.Match[str]) -> bytes:
+    _charset, encoding, payload = match.groups()
     data = payload.encode("ascii", "replace")
-    is_base64 = encoding in "bB"
-    decoded = _b64decode(data) if is_base64 else binascii.a2b_qp(data.replace(b"_", b" "))
-    return _decode_bytes(decoded, charset.split("*", 1)[0])
+    if encoding in "bB":
+        return _b64decode(data)
+    return binascii.a2b_qp(data.replace(b"_", b" "))
+
+
+def _decode_words(text: str) -> str:
+    """RFC 2047 words decoded; adjacent words in one charset are joined as bytes first
+    (mailers split a multi-byte character, or an ISO-2022-JP escape run, across words)."""
+    pieces: list[str] = []
+    position = 0
+    run: list[bytes] = []
+    run_charset = ""
+    run_end = -1
+    for match in _ENCODED_WORD_RE.finditer(text):
+        charset = match.group(1).split("*", 1)[0].lower()
+        if run and (match.start() != run_end or charset != run_charset):
+            pieces.append(_decode_bytes(b"".join(run), run_charset))
+            run = []
+        if not run:
+            pieces.append(text[position : match.start()])
+            run_charset = charset
+        run.append(_word_bytes(match))
+        run_end = position = match.end()
+    if run:
+        pieces.append(_decode_bytes(b"".join(run), run_charset))
+    pieces.append(text[position:])
+    return "".join(pieces)
 
 
 def decode_header_value(value: str) -> str:
-    """A header value as readable text: 8-bit and RFC 2047 words decoded, unfolded."""
+    """A header value as readable text: 8-bit, raw ISO-2022-JP and RFC 2047 words
+    decoded, unfolded."""
     text = value[:MAX_HEADER_CHARS].encode("utf-8", "surrogateescape")
     decoded = _decode_bytes(text, "utf-8")
     if "=?" in decoded:
         decoded = _BETWEEN_WORDS_RE.sub(r"\1", decoded)
-        decoded = _ENCODED_WORD_RE.sub(_decode_word, decoded)
+        decoded = _decode_words(decoded)
     return WS_RE.sub(" ", decoded).strip()
 
 
