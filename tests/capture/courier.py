@@ -24,10 +24,13 @@ What works to run Courier 1.0.16 (Debian 12's ``courier-mta``) here, as root:
   set to MAILER-DAEMON@mx.courier.capture.test.
 * A name under ``.invalid`` gets NXDOMAIN from this machine's resolver; Courier
   reports it as "No such domain." with ``Status: 5.0.0``.
+* Courier's DSNs carry only generic statuses (5.0.0 failed, 4.0.0 delayed, 2.0.0);
+  the remote reply, with its own code, is in ``Diagnostic-Code: smtp;``.
 * What didn't work: an alias cycle in ``aliases/system`` (loopa -> loopb -> loopa)
-  is silently cut by ``makealiases``, leaving "550 User <loopa> unknown"; the mail
-  loop is made with two ``.courier`` forwards instead. The daemons are stopped with
-  ``courier stop`` / ``authdaemond stop`` at the end (they hold the namespace).
+  is dropped (``aliaslookup loopa`` finds nothing), leaving "550 User <loopa>
+  unknown"; the mail loop is made with two ``.courier`` forwards instead. The
+  daemons are stopped with ``courier stop`` / ``authdaemond stop`` at the end (they
+  hold the namespace).
 """
 
 from __future__ import annotations
