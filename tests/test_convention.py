@@ -146,6 +146,7 @@ HARD_EXAMPLES = [
         "5.1.1",
     ),
     ("user unknown (translated)", "550 5.1.1 Benutzer unbekannt", "5.1.1"),
+    ("domain not found (translated)", "550 5.1.2 Domain existiert nicht", "5.1.2"),
     ("not found", "550 5.1.1 <alice@example.org>: could not be found", "5.1.1"),
     ("does not exist", "550 5.0.0 <alice@example.org>: does not exist", "5.0.0"),
     ("no longer", "550 5.1.1 <alice@example.org>: no longer here", "5.1.1"),
@@ -342,6 +343,12 @@ COUNTER_EXAMPLES = [
         "existiert nicht",
         "550 5.7.1 Absender existiert nicht",
         "5.7.1",
+    ),
+    (
+        "domain not found (translated)",
+        "домен не найден",
+        "451 4.4.3 Домен не найден, попробуйте позже",
+        "4.4.3",
     ),
     (
         "not found",

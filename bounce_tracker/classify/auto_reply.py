@@ -64,7 +64,9 @@ _CHALLENGE_RE = re.compile(
 def auto_reply_reason(report: Report) -> str:
     """Why the message is an auto-reply, or "" when it isn't."""
     auto_submitted = report.header("auto-submitted").lower().split(";", 1)[0].strip()
-    if auto_submitted and auto_submitted != "no":
+    # RFC 3834 section 5: "auto-notified" marks a Sieve notification (RFC 5436) to an
+    # address its owner chose, not a reply to the sender; it needs another sign.
+    if auto_submitted and auto_submitted not in ("no", "auto-notified"):
         return f"auto-submitted:{auto_submitted[:40]}"
     for name in _AUTO_REPLY_HEADERS:
         value = report.header(name).lower()

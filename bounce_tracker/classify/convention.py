@@ -43,6 +43,9 @@ Order of precedence, applied by :func:`decide` (the first tier that matches wins
    bare 550s are unknown users, as many are policy blocks, and a wrongly suppressed
    address costs more than one more soft bounce.
 
+The table itself (:class:`Rule` rows grouped in tiers, :class:`Tier`) is in
+:mod:`bounce_tracker.classify.convention_rules`; this module re-exports it.
+
 Every pattern is matched against lower-cased text with one space between words, in
 which addresses and URLs are replaced by placeholders (their words must not decide).
 """
@@ -50,10 +53,37 @@ which addresses and URLs are replaced by placeholders (their words must not deci
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-from bounce_tracker.classify import languages
+from bounce_tracker.classify.convention_rules import (
+    DEAD_ADDRESS,
+    GENERIC_DEAD,
+    MAILBOX_STATE,
+    POLICY,
+    SENDER_SIDE,
+    TIERS,
+    WEAK_DEAD,
+    Rule,
+    Tier,
+)
 from bounce_tracker.core.kinds import BounceKind
+
+__all__ = [
+    "DEAD_ADDRESS",
+    "GENERIC_DEAD",
+    "HARD_STATUSES",
+    "MAILBOX_STATE",
+    "POLICY",
+    "SENDER_SIDE",
+    "SENDER_STATUSES",
+    "TIERS",
+    "WEAK_DEAD",
+    "Rule",
+    "Tier",
+    "any_rule_matches",
+    "decide",
+    "is_generic_status",
+    "is_temporary",
+]
 
 HARD_STATUSES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.4.4", "5.4.310"})
 # 5.1.7/5.1.8: bad sender mailbox or domain (RFC 3463); 5.7.27: the sender's domain
@@ -62,385 +92,6 @@ SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8", "5.7.27"})
 # Statuses too generic to name a cause other than the address: they make the weak
 # and generic wording of tiers 5 and 6 believable. See is_generic_status().
 _GENERIC_STATUS_RE = re.compile(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One row of the convention: what the wording says, the verdict, and why."""
-
-    name: str
-    reason: str
-    pattern: str
-
-
-@dataclass(frozen=True)
-class Tier:
-    """Rules of the same verdict, tried together; see the module docstring for the order.
-
-    ``verdict`` is ``"hard"``, ``"soft"`` or ``"status decides"`` (wording with no
-    opinion of its own: hard only when the status doesn't name another cause).
-    """
-
-    name: str
-    verdict: str
-    rules: tuple[Rule, ...]
-    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        pattern = "|".join(f"(?P<r{i}>{rule.pattern})" for i, rule in enumerate(self.rules))
-        object.__setattr__(self, "compiled", re.compile(pattern))
-
-    def match(self, lowered: str) -> Rule | None:
-        """The first rule of this tier whose pattern occurs in ``lowered``."""
-        found = self.compiled.search(lowered)
-        if found is None or found.lastgroup is None:
-            return None
-        return self.rules[int(found.lastgroup[1:])]
-
-
-SENDER_SIDE = Tier(
-    "sender side",
-    "soft",
-    (
-        Rule(
-            "sender rejected",
-            "the reply refuses our sender address, not the recipient",
-            r"\bsender (?:address |domain |e-?mail |ip )?(?:is )?(?:rejected|denied|blocked"
-            r"|refused|not (?:allowed|authori[sz]ed|permitted|accepted|verified|valid)|invalid"
-            r"|unknown|verify failed|verification failed)",
-        ),
-        Rule(
-            "sender invalid",
-            "our sender address, domain or account is invalid, unverifiable or disabled",
-            r"\b(?:invalid|unknown|unverified|unroutable|unrouteable|bad|banned|blocked|rejected"
-            r"|forged) sender\b|\bsender verif|\bdomain of sender|\bsender(?:'s)? domain"
-            r"|\bsender is (?:on|in|listed)|\bunauthorized sender|\babsender\b|\bexpéditeur\b"
-            r"|\bremitente\b|\bsender\b[^.;]{0,30}\bnull ?mx\b|\b(?:sender|sending|authenticated"
-            r"|outbound|submission)(?:'s)? (?:user |e-?mail )?(?:account|mailbox|user)\b",
-        ),
-        Rule(
-            "mail from",
-            "refused at MAIL FROM, before any recipient was named",
-            r"\b(?:in reply to|after) mail from\b|\bmail from (?:rejected|denied|refused)",
-        ),
-        # "SPF record does not exist" is not a dead recipient.
-        Rule(
-            "sender authentication",
-            "SPF, DKIM and DMARC are about the sender's domain",
-            r"\bspf\b|\bdkim\b|\bdmarc\b",
-        ),
-        Rule(
-            "client host",
-            "our host's name, HELO or reverse DNS was refused",
-            r"\bclient host (?:rejected|blocked|\[)|\bhelo\b|\behlo\b|\breverse (?:dns|lookup"
-            r"|hostname)|\bptr record|\brdns\b|\bin reply to (?:helo|ehlo)|\bafter (?:helo"
-            r"|ehlo|greeting)",
-        ),
-        Rule(
-            "sending host",
-            "our IP, server, network or account is refused, e.g. 'we no longer accept mail"
-            " from this network'",
-            r"\byour (?:ip|ip address|host|server|mail server|email server|network|mta|account)\b"
-            r"|\bsending (?:ip|server|host|mta|domain)\b|\bconnecting (?:ip|host)\b"
-            # Mail.ru: "message sending for this account is disabled" (our account).
-            r"|\bsending (?:for|from|by) (?:this|your|the) (?:account|user)\b"
-            r"|\b(?:from|for) (?:this|your) (?:network|ip|ip address|host|server|country"
-            r"|region)\b",
-        ),
-    ),
-)
-
-MAILBOX_STATE = Tier(
-    "mailbox state",
-    "soft",
-    (
-        Rule(
-            "mailbox full",
-            "the mailbox exists and may have room later",
-            r"\bquota\b|\bover ?quota|\bdsquota|mailbox (?:is )?full|\bfull (?:mailbox|inbox)"
-            r"|(?:mailbox|mail ?box|inbox|mail ?folder|mail ?drop|account|storage|disk|user)"
-            r"(?: is)?(?: currently)? full\b"
-            r"|(?:insufficient|not enough|out of) (?:system )?(?:storage|disk space|space)"
-            r"|exceeded (?:its |the |their )?(?:storage|disk space)|storage (?:allocation"
-            r"|space|limit)|mailbox (?:size |storage )?limit|size limit of the mailbox"
-            r"|too much mail|too many messages (?:in|on|stored)|space (?:has been )?used up"
-            r"|\bmailbox size|" + languages.MAILBOX_FULL,
-        ),
-        Rule(
-            "temporarily disabled",
-            "a disabled or closed account that says it is temporary may come back",
-            r"\btemporar\w* (?:disabled|deactivated|suspended|blocked|closed|locked|inactive)"
-            r"|\b(?:disabled|deactivated|suspended|closed|locked|inactive) temporar",
-        ),
-        Rule(
-            "mailbox suspended",
-            "suspended, inactive, frozen or locked accounts can be reactivated",
-            r"\b(?:account|mailbox|mail box|user|recipient|address|e-?mail|inbox|konto|postfach)"
-            r"\b[^.;]{0,40}\b(?:suspended|inactive|inactivated|frozen|locked|on hold"
-            r"|not (?:been )?activated|gesperrt)\b"
-            r"|\b(?:suspended|inactive|frozen|locked) (?:account|mailbox|user|recipient|address)",
-        ),
-    ),
-)
-
-DEAD_ADDRESS = Tier(
-    "dead address",
-    "hard",
-    (
-        Rule(
-            "user unknown",
-            "the recipient's name with 'unknown', 'not found', 'does not exist'…",
-            r"\b(?:user|recipient|mailbox|mail ?box|address|account|addressee|destination"
-            r"|e-?mail(?: address)?|local ?part|alias|person|name)(?:s|\(s\))?"
-            r"(?: (?:addr|<addr>|<[^<>\s]{1,64}>|\"[^\"]{0,64}\"|'[^']{0,64}'|\([^)]{0,64}\)))?:?"
-            r" (?:is |was |has been |has |does )?"
-            r"(?:unknown|not (?:found|known|recogni[sz]ed|present|listed|exist\w*|valid\b)"
-            r"|invalid|nonexist\w*|non-existent|inexist\w*|does ?n[o']?t exist|doesn't exist)",
-        ),
-        Rule(
-            "unknown user",
-            "'unknown user', 'invalid recipient', 'not a valid mailbox'…",
-            r"\b(?:unknown|invalid|bad|nonexist\w*|non-existent|inexist\w*|illegal|unrouteable"
-            r"|unroutable|undeliverable|disallowed) (?:local |e-?mail |destination |recipient )?"
-            r"(?:user|users|recipient|recipients|mailbox|address|e-?mail address|account"
-            r"|addressee|alias|mailbox address|local ?part|destination address)\b"
-            r"|\bnot (?:a )?(?:valid|known|local|existing) (?:user|recipient|mailbox|address"
-            r"|e-?mail address|account)|\bis not a valid mailbox",
-        ),
-        Rule(
-            "no such user",
-            "'no such user', 'no mailbox here by that name'…",
-            r"\bno such (?:user|mailbox|recipient|address|person|account|local user|e-?mail"
-            r"|alias|addressee|mail ?box)|\bno (?:mailbox|mail box|account|user|one|such one)"
-            r"(?: here)? (?:by|with|at|under) (?:that|this) (?:name|address)|\bno mailbox here"
-            r"|\bno (?:mailbox|mail box|account) (?:available|found|exists)|\bthere is no "
-            r"(?:one|user|mailbox|account|such)|\bdoesn't have an? [\w.-]{1,40} account"
-            r"|\bdoes not have an? [\w.-]{1,40} account|\bnot have a mailbox",
-        ),
-        Rule(
-            "recipient not found",
-            "Exchange's directory lookup found no such recipient",
-            r"recip(?:ient)?notfound|resolver\.adr\.",
-        ),
-        # Microsoft's Directory-Based Edge Blocking: "550 5.4.1 Recipient address
-        # rejected: Access denied. AS(201806281)" means the tenant has no such
-        # recipient. Without 5.4.1 or the AS() mark it is Postfix's access(5) refusal.
-        Rule(
-            "access denied (directory-based edge blocking)",
-            "Office 365 answers so, with 5.4.1 and an AS() code, for addresses not in the tenant",
-            r"5\.4\.1 recipient address rejected: access denied"
-            r"|recipient address rejected: access denied\. as\(\d{6,12}\)",
-        ),
-        Rule(
-            "not listed",
-            "Domino and directory gateways: the name is not in the directory",
-            r"\bnot listed in (?:the |our )?(?:domino|public|global|local|name|address|directory"
-            r"|names)",
-        ),
-        Rule(
-            "unrecognized O/R name",
-            "X.400 (ITU-T X.411, RFC 2156): the originator/recipient name is not known",
-            r"\bunrecogni[sz]ed[- ](?:or|o/r)[- ]name\b",
-        ),
-        Rule(
-            "moved",
-            "the mailbox has moved (x.1.6, 551 user not local)",
-            r"\b(?:has|have|mailbox|address|user|account|recipient)(?: been)? moved\b"
-            r"|\bmoved (?:permanently|to a new)|\buser not local|\bnot local; please"
-            r"|(?:address|e-?mail|mailbox) (?:has )?changed|\bnew (?:e-?mail )?address is",
-        ),
-        Rule(
-            "closed",
-            "the account is closed, deleted or discontinued for good",
-            r"\b(?:account|mailbox|address|user|e-?mail|recipient)(?:'s)?"
-            r"(?: (?:addr|is|was|has|been|permanently)){0,4}"
-            r" (?:closed|deleted|terminated|removed|cancell?ed|discontinued|retired|purged"
-            r"|expired and removed)",
-        ),
-        Rule(
-            "disabled",
-            "a disabled or deactivated account, with no word that it is temporary",
-            r"\b(?:account|mailbox|mail box|user|recipient|address|mail ?address|inbox|konto"
-            r"|postfach)\b[^.;]{0,40}\b(?:disabled|deactivated|discontinued|deaktiviert"
-            r"|désactivée?|desactivad[ao])\b(?! for (?!good\b|ever\b))"
-            r"(?! by (?:[\w-]{1,20} ){0,2}polic)"
-            r"|\b(?:disabled|deactivated|discontinued) (?:account|mailbox|user|recipient|address)",
-        ),
-        Rule(
-            "domain not found",
-            "the recipient's domain does not exist or has no mail host",
-            r"\b(?:host|domain)(?: name)?(?: or domain name)? (?:is )?(?:not found|unknown"
-            r"|does ?n[o']?t exist|doesn't exist|not exist|not registered|invalid)"
-            r"|\b(?:unknown|invalid|nonexist\w*|non-existent) (?:host|domain)|\bno such domain"
-            r"|\bnxdomain\b|\bname or service not known|\bcouldn't find any host|could not find"
-            r" any host|\bno (?:mx|mail exchanger)(?: or a)?(?: records?| or ip address)?"
-            r" (?:for|found|or ip)|\bno mx\b|\bmx records? points? to non-?existent"
-            r"|\bnon-?existent (?:hosts?|domain)|\bhost unknown|\bnon ?existent ?domain"
-            r"|\bdomain name not found|\bunrout(?:e)?able (?:mail )?(?:address|domain)"
-            r"|\bunknown mail domain|\bhost not found"
-            # hMailServer: "No mail servers appear to exists for the recipients address."
-            r"|\bno mail servers? (?:appears? to )?exists? for",
-        ),
-        Rule(
-            "domain accepts no mail",
-            "RFC 7505 null MX: the domain accepts no mail at all",
-            r"\bnull ?mx\b|\bnullmx\b|\baccepts no (?:e-?)?mail\b(?! from)",
-        ),
-        Rule(
-            "user unknown (translated)",
-            "the same in other languages (classify/languages.py)",
-            languages.DEAD_ADDRESS,
-        ),
-    ),
-)
-
-POLICY = Tier(
-    "policy and other failures",
-    "soft",
-    (
-        Rule(
-            "spam",
-            "spam verdicts and blocklists judge the message or sender",
-            r"\bspam(?:my|mer|mers|ming)?\b|\bunsolicited|\bjunk\b|\bphish|\bbulk (?:e-?)?mail"
-            r"|\bspamhaus|\bspamcop|\bsorbs\b|\bbarracuda|\babuse\b|\bcomplaints?\b",
-        ),
-        Rule(
-            "blocked",
-            "blocklists and blocks say nothing about the address",
-            r"\bblock(?:ed|ing|list\w*)?\b|\bblack ?list\w*|\bdeny ?list|\bbanned\b|\brbl\b"
-            r"|\bdnsbl|\blisted (?:at|on|in|by)\b|\brealtime|\bblackhole",
-        ),
-        Rule("reputation", "reputation is the sender's", r"\breputation"),
-        Rule(
-            "policy",
-            "'access denied' (Postfix access(5)), prohibited, not allowed: a policy refusal",
-            r"\bpolic(?:y|ies)\b|\bprohibited|\bnot (?:permitted|allowed|authori[sz]ed)"
-            r"|\bunauthori[sz]ed|\bforbidden|\bdenied\b|\brefused\b|\brefuses\b"
-            r"|\bfilter(?:ed|ing)?\b|\bnot accept(?:ed|ing)\b|\brejected (?:for|due|because|as|by)",
-        ),
-        Rule(
-            "authentication",
-            "authentication concerns the sender",
-            r"\bauthenticat|\bunauthenticated|\bspoof",
-        ),
-        Rule(
-            "content",
-            "the message's content was refused, not the address",
-            r"\bcontent\b(?!-)|\bvirus|\bmalware|\binfected|\battachment|\bsuspicious"
-            r"|\bmessage body",
-        ),
-        Rule(
-            "too large",
-            "the message's size was refused",
-            r"\btoo (?:large|big|long)\b|\bmessage size|\bsize limit|\bexceeds? (?:the )?"
-            r"(?:maximum|size|message|fixed)|\bmaximum (?:message )?size|\bmessage length",
-        ),
-        Rule(
-            "rate limited",
-            "rate limits pass",
-            r"\btoo many\b|\brate\b|\brate[- ]?limit|\bthrottl|\bexceeded the (?:maximum )?number"
-            r"|\blimit (?:exceeded|reached)|\bsending limit|\bfrequency",
-        ),
-        Rule(
-            "temporary",
-            "the reply says to try again",
-            r"\btry (?:again|later|resending later)|\bplease retry|\btemporar|\bgr[ae]y-?list"
-            r"|\bdefer(?:red)?\b|\bbusy\b|\boverloaded|\binsufficient system|\bresources?\b",
-        ),
-        Rule(
-            "tls",
-            "TLS and certificate requirements (a certificate that 'could not be found')",
-            r"\btls\b|\bstarttls|\bssl\b|\bcertificate|\bhandshake|\bcipher",
-        ),
-        Rule(
-            "network",
-            "network and DNS trouble that is not a clean NXDOMAIN",
-            r"\btime ?d? ?out\b|\btimed out|\btime-out|\bconnection (?:refused|reset|closed|lost"
-            r"|dropped|timed|failed)|\blost connection|\brefused to talk|\bnetwork|\bunreachable"
-            r"|\bno route|\b(?:could not|couldn't|unable to|failed to|cannot|can't) connect"
-            r"|\bconnect to\b|\bdns (?:error|failure|lookup)|\bservfail|\bmalformed"
-            r"|\bname ?server",
-        ),
-        Rule(
-            "loop",
-            "a mail loop is a configuration fault",
-            r"\bloop(?:s|ing|ed)?\b|\bhop count|\btoo many hops|\bmax(?:imum)? hops",
-        ),
-        Rule(
-            "expired",
-            "the queue gave up: the address was never judged",
-            r"\bexpired\b|\bretry timeout|\bdelivery time|\bin (?:the )?queue|\bgiving up"
-            r"|\bgave up|\bgiven up|\bcould not be delivered (?:for|within)",
-        ),
-        Rule(
-            "relay denied",
-            "relaying refused: the route, not the address",
-            r"\brelay(?:ing)? (?:access )?(?:denied|not permitted|not allowed|prohibited|refused)"
-            r"|\bunable to relay|\bnot permitted to relay|\bcannot relay|\bdo not relay"
-            r"|\brelay not permitted|\brcpthosts\b|\bnot (?:a )?(?:gateway|relay)",
-        ),
-        Rule(
-            "system error",
-            "a fault of the receiving system",
-            r"\bservice (?:is )?(?:unavailable|not available)|\bsystem error"
-            r"|\binternal (?:server )?error|\blocal error|\bserver error|\bconfiguration error"
-            r"|\bmisconfigur"
-            r"|\bmailer error|\bprotocol error|\bsyntax error|\bcommand (?:not )?(?:recognized"
-            r"|unrecognized)|\btransport (?:unavailable|error)",
-        ),
-    ),
-)
-
-GENERIC_DEAD = Tier(
-    "generic phrases",
-    "status decides",
-    (
-        Rule(
-            "not found",
-            "'could not be found' may be about a certificate, a host or a route",
-            r"\b(?:could ?n[o']?t|can ?not|can't|wasn't|was not|were not) (?:be )?found\b"
-            r"|\bnot be found\b|\bfailed to find\b|\bcouldn't find\b",
-        ),
-        Rule(
-            "does not exist",
-            "'does not exist' without saying what",
-            r"\bdo(?:es)? ?n[o']?t exist|\bdoesn't exist|\bdoesnt exist|\bnot exist\b"
-            r"|\bno longer exists?",
-        ),
-        Rule(
-            "no longer",
-            "'no longer' may be about a network or a service",
-            r"\bno longer\b|" + languages.NO_LONGER,
-        ),
-        Rule(
-            "does not accept mail",
-            "'does not accept mail' may be a policy",
-            r"\bdo(?:es)? ?n[o']?t (?:accept|receive) (?:any )?(?:e-?)?mail",
-        ),
-    ),
-)
-
-WEAK_DEAD = Tier(
-    "weak recipient wording",
-    "status decides",
-    (
-        Rule(
-            "mailbox unavailable",
-            "RFC 5321's text for 550; also used for policy refusals",
-            r"\bmailbox (?:is )?(?:currently )?(?:unavailable|not available)"
-            r"|\baction not taken: mailbox|\bmailbox name not allowed",
-        ),
-        Rule(
-            "recipient rejected",
-            "the recipient was refused without a reason",
-            r"\b(?:recipient|rcpt|address|user|mailbox)(?: address)? (?:was )?rejected"
-            r"|\bbad destination|\binvalid recipient",
-        ),
-    ),
-)
-
-#: Every tier, in the order of precedence.
-TIERS = (SENDER_SIDE, MAILBOX_STATE, DEAD_ADDRESS, POLICY, GENERIC_DEAD, WEAK_DEAD)
 
 _DNS_TEMPORARY_RE = re.compile(
     r"\btry again|\btemporar|\bservfail|\btime ?d? ?out|\btime-out|\blookup fail"
