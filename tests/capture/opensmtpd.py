@@ -238,6 +238,24 @@ def report_name(capture: str, raw: bytes) -> str:
     return capture
 
 
+def collect(process: subprocess.Popen[bytes], sink: SmtpSink, names: list[str]) -> dict[str, bytes]:
+    """Force retries for 150 s; return each report by file name, with its envelope."""
+    seen: dict[str, bytes] = {}
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        smtpctl(process, "schedule", "all")
+        if b"Exiting" in (BASE / "smtpd.log").read_bytes():
+            raise RuntimeError("smtpd exited, see /tmp/osmtpd/smtpd.log")
+        for transaction in list(sink.state.transactions):
+            data = transaction.data.replace(b"\r\n", b"\n")
+            for name in names:
+                if f"Subject: capture {name}\n".encode() in data:
+                    envelope = f"Return-Path: <{transaction.mail_from}>\n".encode()
+                    seen.setdefault(report_name(name, data), envelope + data)
+    return seen
+
+
 def main() -> None:
     prepare()
     with SmtpSink() as reports, SmtpSink() as remote, SmtpSink() as mailfrom:
@@ -256,22 +274,7 @@ def main() -> None:
                     submit(name, rcpts, notify)
                 except smtplib.SMTPException as error:
                     print(f"{name}: refused at submission: {error}")
-            seen: dict[str, bytes] = {}
-            deadline = time.monotonic() + 150
-            while time.monotonic() < deadline:
-                time.sleep(5)
-                smtpctl(process, "schedule", "all")
-                for transaction in list(reports.state.transactions):
-                    for name in wanted:
-                        if f"Subject: capture {name}\n".encode() in transaction.data.replace(
-                            b"\r\n", b"\n"
-                        ):
-                            envelope = f"Return-Path: <{transaction.mail_from}>\r\n".encode()
-                            seen.setdefault(
-                                report_name(name, transaction.data), envelope + transaction.data
-                            )
-                if b"Exiting" in (BASE / "smtpd.log").read_bytes():
-                    raise RuntimeError("smtpd exited, see /tmp/osmtpd/smtpd.log")
+            seen = collect(process, reports, list(wanted))
             for name, raw in sorted(seen.items()):
                 path = save(MTA, name, raw)
                 if name in HELD_BACK:
