@@ -148,24 +148,24 @@ DEAD_ADDRESS = (
 
 #: The mailbox exists but is full (soft).
 MAILBOX_FULL = (
-    r"postfach (?:\w+ ){0,2}voll|(?:postfach|mailbox|speicher)\w{0,8} (?:ist )?(?:voll"
+    r"postfach (?:\w+ ){0,3}voll\b|(?:postfach|mailbox|speicher)\w{0,8} (?:ist )?(?:voll"
     r"|überschritten|erschöpft)\b|speicherplatz (?:\w+ ){0,2}(?:überschritten|erschöpft"
     r"|nicht ausreichend)|boîte (?:\w+ ){0,3}(?:pleine|saturée)|boite (?:\w+ ){0,3}(?:pleine"
     r"|saturee)|\bpleine\b|espace (?:de stockage )?(?:insuffisant|saturé)"
-    r"|casella (?:di posta |email |e-mail |postale )?(?:è )?(?:piena|satura|esaurita)"
+    r"|casella (?:\w+ ){0,5}(?:piena|satura|esaurita)"
     r"|spazio (?:su disco |di archiviazione )?(?:esaurito|insufficiente)"
     r"|buz[oó]n (?:\w+ ){0,3}(?:lleno|completo|excedido)|cuota excedida"
-    r"|caixa (?:de correio |postal |de entrada )?(?:est[aá] )?(?:cheia|lotada)"
+    r"|caixa (?:\w+ ){0,4}(?:cheia|lotada)"
     r"|cota (?:\w+ )?excedida|espa[çc]o (?:\w+ )?insuficiente"
-    r"|(?:mailbox|postvak|postbus|brievenbus|inbox) (?:is )?(?:vol|overvol)\b"
+    r"|(?:mailbox|postvak|postbus|brievenbus|inbox) (?:\w+ ){0,4}(?:vol|overvol)\b"
     r"|onvoldoende (?:opslag|schijf)ruimte"
     r"|skrzynka (?:\w+ ){0,2}(?:pełna|przepełniona|zapełniona)|przekroczon\w{0,3} (?:limit"
     r"|pojemno)|brak (?:wolnego )?miejsca"
-    r"|schránka (?:\w+ )?(?:plná|přeplněná)|plná schránka|překročen\w{0,2} kvót"
-    r"|pastkaste (?:\w+ )?(?:pilna|pārpildīta)"
-    r"|(?:brevlådan|postlådan|inkorgen|e-postlådan) (?:är )?full|kvoten (?:är )?överskriden"
-    r"|(?:postkassen|indbakken|innboksen|postboksen) (?:er )?(?:fuld|full)\b"
-    r"|(?:postilaatikko|sähköpostilaatikko) (?:on )?täynnä|kiintiö (?:on )?(?:ylittynyt|täynnä"
+    r"|schránka (?:\w+ ){0,3}(?:plná|přeplněná)|plná schránka|překročen\w{0,2} kvót"
+    r"|pastkaste (?:\w+ ){0,2}(?:pilna|pārpildīta)"
+    r"|(?:brevlådan|postlådan|inkorgen|e-postlådan) (?:\w+ ){0,2}full\b|kvoten (?:är )?överskriden"
+    r"|(?:postkassen|indbakken|innboksen|postboksen) (?:\w+ ){0,2}(?:fuld|full)\b"
+    r"|(?:postilaatikko|sähköpostilaatikko) (?:\w+ ){0,2}täynnä|kiintiö (?:on )?(?:ylittynyt|täynnä"
     r"|ylitetty)"
     r"|posta kutusu (?:\w+ ){0,2}dolu|kota (?:aş[ıi]ld[ıi]|asildi)"
     r"|(?:γραμματοκιβ[ώω]τιο|θυρ[ίι]δα) (?:\w+ ){0,2}(?:γεμ[άα]τ[οη]|πλ[ήη]ρες)"
@@ -211,11 +211,14 @@ SUSPENDED = (
 )
 
 #: Our sender address or domain named in other languages (the convention's
-#: sender-side tier): "Адрес отправителя не существует" is about us.
+#: sender-side tier): "Адрес отправителя не существует" is about us. Not as a field
+#: label ("发件人: …", "Отправитель: …" in a report's summary of the original).
 SENDER_SIDE = (
-    r"отправител|发件人|發件人|寄件人|寄件者|发信人|發信人|差出人|送信者|送信元|발신자|보낸 ?사람"
+    r"(?:отправител|发件人|發件人|寄件人|寄件者|发信人|發信人|差出人|送信者|送信元|발신자"
+    r"|보낸 ?사람"
     r"|송신자|absender|expéditeur|remitente|remetente|mittente|afzender|nadawc|odesílatel"
-    r"|sūtītāj|avsändar|afsender|avsender|lähettäj|gönderen|gonderen|αποστολ[έε]"
+    r"|sūtītāj|avsändar|afsender|avsender|lähettäj|gönderen|gonderen|αποστολ[έε])"
+    r"\w{0,6}+(?! ?[:：])"
 )
 
 #: Policy refusals in other languages: spam, blocklists, refusals (soft).
