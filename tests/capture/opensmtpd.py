@@ -104,6 +104,10 @@ RCPT_REPLIES = {
     " https://go.microsoft.com/fwlink/?LinkID=526655 (AS16012609) " + MS,
     "outlook-mailbox-unavailable": "550 5.5.0 Requested action not taken: mailbox"
     " unavailable (S2017062302). [VI1EUR00FT000.eop-eur00.prod.protection.outlook.test]",
+    "outlook-blocklist-multiline": "550-5.7.1 Unfortunately, messages from [192.0.2.25] weren't"
+    " sent. Please contact your Internet service provider since part of their network is on"
+    " our block list (S3150).\n550 5.7.1 You can also refer your provider to"
+    " http://mail.live.com/mail/troubleshooting.aspx#errors. " + MS,
     "policy-no-longer-accept-network": "550 5.7.1 We no longer accept mail from this network",
     "relay-refused": "554 5.7.1 <relay-refused@remote.test>: Relay access denied",
     "ms-too-many-recipients": f"452 4.5.3 Too many recipients (AS780090) {MS}",
