@@ -35,6 +35,14 @@ from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResul
 
 _DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 _DSN_TEXT_RE = re.compile(r"^[ \t]*final-recipient[ \t]*:", re.IGNORECASE | re.MULTILINE)
+# Words beside a recipient that say the queue gave up on it. OpenSMTPD 6.8 reports an
+# expired envelope with "Action: delayed" and "<rcpt>: Envelope expired": it has been
+# removed from the queue, so it failed (soft, never judged), whatever Action says.
+_GAVE_UP_RE = re.compile(
+    r"\benvelope expired\b|\bexpired (?:in|from) (?:the )?queue|\bremoved from (?:the )?queue"
+    r"|\b(?:gave|giving|given) up\b",
+    re.IGNORECASE,
+)
 
 
 def overall_kind(kinds: list[BounceKind]) -> BounceKind:
@@ -121,6 +129,13 @@ def _dsn_recipient(
 
     if action in _DELIVERED_ACTIONS:
         kind, rule = BounceKind.DELIVERED, action
+    elif (
+        action == "delayed"
+        and address
+        and _GAVE_UP_RE.search(snippets.for_address(address)[:limit])
+    ):
+        action = "failed"
+        kind, rule = BounceKind.SOFT, "delayed but expired"
     elif action == "delayed":
         kind, rule = BounceKind.DELAYED, "delayed"
     else:
