@@ -111,6 +111,8 @@ HARD_EXAMPLES = [
     ("moved", "550 5.1.6 Recipient address has moved", "5.1.6"),
     ("moved", "551 User not local; please try <alice@new.example>", "5.1.6"),
     ("closed", "550 5.2.1 This account has been closed", "5.2.1"),
+    ("closed", "550 x@example.org... User account expired", "5.0.0"),
+    ("no such user", "550 User has no mailbox", "5.0.0"),
     ("closed", "550 5.1.1 The mailbox has been discontinued", "5.1.1"),
     ("disabled", "550 5.2.1 The email account that you tried to reach is disabled.", "5.2.1"),
     ("disabled", "554 5.2.1 This mailbox is deactivated", "5.2.1"),
@@ -293,6 +295,18 @@ COUNTER_EXAMPLES = [
         "account has been closed",
         "550 5.7.1 Your account has been closed for sending",
         "5.7.1",
+    ),
+    (
+        "closed",
+        "account has expired",
+        "550 5.7.1 Your account has expired, renew your subscription to send mail",
+        "5.7.1",
+    ),
+    (
+        "no such user",
+        "user has no mailbox",
+        "452 4.2.0 User has no mailbox yet, it is being created, try again later",
+        "4.2.0",
     ),
     (
         "disabled",

@@ -186,7 +186,8 @@ DEAD_ADDRESS = Tier(
             r"(?: here)? (?:by|with|at|under) (?:that|this) (?:name|address)|\bno mailbox here"
             r"|\bno (?:mailbox|mail box|account) (?:available|found|exists)|\bthere is no "
             r"(?:one|user|mailbox|account|such)|\bdoesn't have an? [\w.-]{1,40} account"
-            r"|\bdoes not have an? [\w.-]{1,40} account|\bnot have a mailbox",
+            r"|\bdoes not have an? [\w.-]{1,40} account|\bnot have a mailbox"
+            r"|\b(?:user|recipient|addressee) (?:has|have) no (?:mailbox|mail box|account)\b",
         ),
         Rule(
             "recipient not found",
@@ -226,7 +227,8 @@ DEAD_ADDRESS = Tier(
             r"\b(?:account|mailbox|address|user|e-?mail|recipient)(?:'s)?"
             r"(?: (?:addr|is|was|has|been|permanently)){0,4}"
             r" (?:closed|deleted|terminated|removed|cancell?ed|discontinued|retired|purged"
-            r"|expired and removed)",
+            # "User account expired": a lapsed account (alumni, ISPs) is closed.
+            r"|expired\b(?! password))",
         ),
         Rule(
             "disabled",
