@@ -31,8 +31,9 @@ What works here (Debian 12, root, no Exim installed, no syslog, no usable DNS):
   permitted"); ``$home`` from ``check_local_user`` is accepted.
 - ``primary_hostname = mx.exim.capture.test``. Remote domains go by ``manualroute`` to
   127.0.0.1 (``self = send``, ``allow_localhost``) on the port of a ``SmtpSink`` that
-  plays the vendors' replies; reports go to ``sender@bounces.test`` the same way and
-  are saved from the sink's null-sender transactions, as Exim wrote them.
+  plays the vendors' replies (a second sink, for strict.example, refuses MAIL FROM);
+  reports go to ``sender@bounces.test`` the same way and are saved from the sink's
+  null-sender transactions, as Exim wrote them.
 - Short timers: retry rule ``F,75s,15s``, ``delay_warning = 20s : 1h``; a 1K appendfile
   quota for ``full`` with a ``quota`` retry rule that has no times (fails at once).
 - The resolver (10.255.255.53) answers NXDOMAIN at once for every name, ``.invalid``
@@ -108,7 +109,8 @@ remote:
   domains = ! +local_domains
   route_list = * 127.0.0.1
   self = send
-  transport = ${if eq{$domain}{down.example}{closed_smtp}{sink_smtp}}
+  transport = ${if eq{$domain}{down.example}{closed_smtp}\
+    {${if eq{$domain}{strict.example}{strict_smtp}{sink_smtp}}}}
   no_more
 aliases:
   driver = redirect
@@ -130,6 +132,10 @@ sink_smtp:
 closed_smtp:
   driver = smtp
   port = @CLOSED@
+  allow_localhost
+strict_smtp:
+  driver = smtp
+  port = @STRICT@
   allow_localhost
 local_mailbox:
   driver = appendfile
@@ -188,6 +194,11 @@ REPLIES = {
                                     f"disabled. {MORE}", "DisabledUser"),
     "tom@gmail.example": "450 4.2.1 The user you are trying to contact is receiving mail too "
                          "quickly.",
+    "uma@gmail.example": gmail(9, "550 5.7.1 The IP you're using to send mail is not authorized "
+        "to send email directly to our servers. Please use the SMTP relay at your service "
+        f"provider instead. {MORE}", "NotAuthorizedError"),
+    "vera@gmail.example": gmail(10, "452 4.2.2 The email account that you tried to reach is over "
+                                "quota. Please direct the recipient to", "OverQuotaTemp"),
     "ivan@corp.example": "550 5.7.1 <ivan@corp.example>: Recipient address rejected: Access denied",
     "jo@partner.example": "550 5.7.1 Client certificate of mx.exim.capture.test could not be "
                           "found in the trusted partner list; TLS with a partner certificate "
@@ -238,6 +249,9 @@ SCENARIOS = [
     S("remote-zoho-user-unknown", ["ines@zoho.example"]),
     S("remote-access-denied", ["ivan@corp.example"]),
     S("remote-certificate-not-found", ["jo@partner.example"]),
+    S("remote-gmail-ip-not-authorized", ["uma@gmail.example"]),
+    S("remote-gmail-over-quota-temporary", ["vera@gmail.example"]),
+    S("remote-sender-rejected", ["walt@strict.example"]),
     S("connection-refused", ["kim@down.example"]),
     S("success-relayed", ["lee@example.com"], notify="SUCCESS"),
     S("success-local", [f"carol@{LOCAL}"], notify="SUCCESS,FAILURE"),
@@ -252,8 +266,10 @@ SCENARIOS = [
                                 "rosa@workspace.example", "sam@example.com", "tom@gmail.example"]),
 ]
 # fmt: on
-#: Reports expected: one each, delay warnings for three, the 450 in the mixed one expires.
-EXPECTED = len(SCENARIOS) + 3 + 1
+#: Reports expected: one each, delay warnings for four, the 450 in the mixed one expires.
+EXPECTED = len(SCENARIOS) + 4 + 1
+#: The second sink's reply to MAIL FROM (Postfix reject_unknown_sender_domain wording).
+SENDER_REFUSED = "553 5.1.8 <sender@bounces.test>: Sender address rejected: Domain not found"
 #: Saved to held_back/exim-<name>.eml instead (labelled before any classifying).
 HELD_BACK = {"remote-zoho-user-unknown", "remote-gmail-unauthenticated-sender", "local-alias-fail"}
 
@@ -284,7 +300,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def prepare(sink_port: int) -> int:
+def prepare(sink_port: int, strict_port: int) -> int:
     """A fresh run directory: passwd/group, config, aliases, filter; the daemon's port."""
     if RUN.exists():
         shutil.rmtree(RUN)
@@ -305,7 +321,7 @@ def prepare(sink_port: int) -> int:
     port = free_port()
     config = CONFIG.replace("@EXIM@", str(EXIM)).replace("@RUN@", str(RUN))
     config = config.replace("@PORT@", str(port)).replace("@SINK@", str(sink_port))
-    config = config.replace("@CLOSED@", str(free_port()))
+    config = config.replace("@CLOSED@", str(free_port())).replace("@STRICT@", str(strict_port))
     (RUN / "exim.conf").write_text(config)
     (RUN / "aliases").write_text(ALIASES)
     (RUN / "system.filter").write_text(SYSTEM_FILTER)
@@ -372,8 +388,9 @@ def collect(sink: SmtpSink, expected: int, timeout: float) -> dict[str, bytes]:
 def main() -> None:
     common.unpack(PACKAGES, ROOT)
     os.chmod(EXIM, 0o755)  # not setuid: a setuid copy ignores LD_PRELOAD/LD_LIBRARY_PATH
-    with SmtpSink() as sink:
-        port = prepare(sink.port)
+    with SmtpSink() as sink, SmtpSink() as strict:
+        strict.state.mail_reply = SENDER_REFUSED
+        port = prepare(sink.port, strict.port)
         sink.state.replies.update(REPLIES)
         sink.state.data_replies.update(DATA_REPLIES)
         daemon = subprocess.Popen(
