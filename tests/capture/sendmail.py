@@ -1,0 +1,299 @@
+"""Capture Sendmail 8.17 reports (run: ``.venv/bin/python -m tests.capture.sendmail``).
+
+What works here (Debian 12, root, no internet):
+
+- ``common.unpack`` of sendmail-bin, sendmail-base, sendmail-cf, plus m4 and liblockfile1
+  (not installed here) into ``/tmp/smcap``; nothing is installed. The binary is
+  ``usr/libexec/sendmail/sendmail``; it needs no extra library, ``mail.local`` needs
+  liblockfile (``LD_LIBRARY_PATH``, set by a wrapper because sendmail clears the
+  environment of its mailers).
+- ``sendmail.cf`` is built with the unpacked m4 from a private .mc that includes
+  ``usr/share/sendmail/cf/m4/cf.m4`` by absolute path (``OSTYPE(linux)``, not Debian's
+  ostype, which points at /etc/mail). ``MAIL_SETTINGS_DIR`` is the run directory, so
+  mailertable, virtusertable (``makemap hash``), aliases (``newaliases -C``), helpfile,
+  service.switch live there. Sendmail runs as root (no RunAsUser); ``DefaultUser=mail``
+  because ``mailnull`` does not exist; ``confDOMAIN_NAME`` sets ``$j`` to
+  mx.sendmail.capture.test and nothing looks the host name up. No DontBlameSendmail was
+  needed: /tmp is sticky and the run directory is 0755 root.
+- Daemon: ``sendmail -C CF -bd -q1s`` (port and address from DAEMON_OPTIONS in the .mc).
+  Messages are submitted on the command line (``-odq -oem -f SENDER``, ``-N success``
+  for receipts): an SMTP submission would be refused at RCPT for local errors.
+- Every SMTP mailer (smtp, esmtp) talks to ``127.0.0.1:SINK``; ``relay`` to a second
+  sink whose MAIL FROM is refused. The mailertable sends ``bounces.test`` (the envelope
+  sender's domain, where the reports go) and the vendor domains there ``[127.0.0.1]``;
+  ``refused.test`` to ``[127.0.0.2]`` (nothing listens: connection refused).
+  A domain with no entry is looked up in DNS: this machine's resolver answers NXDOMAIN
+  for every name, and Sendmail says "Host unknown (Name server: ...: host not found)".
+- Local delivery is the real mail.local in LMTP mode, in a private mount namespace
+  (``unshare -m``) where /var/mail is a bind mount of the run directory's ``varmail``;
+  the "full" user gets a mailbox on a full 4k tmpfs (mail.local answers ENOSPC with a
+  4xx, so that case is a delay, not a quota bounce: mail.local's 552 5.2.2 needs EDQUOT).
+- Short timeouts: Timeout.queuewarn=4s, Timeout.queuereturn=25s; the DSN texts then say
+  "for past 4 seconds" / "for 25 seconds".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from email import message_from_bytes
+from pathlib import Path
+
+from tests.capture.common import CAPTURED, save, unpack, wait_for
+from tests.fixture_labels import FIXTURES
+from tests.smtp_sink import SmtpSink
+
+MTA = "sendmail"
+ROOT = Path("/tmp/smcap")
+RUN = ROOT / "run"
+CF_DIR = ROOT / "usr/share/sendmail/cf"
+BIN = ROOT / "usr/libexec/sendmail"
+LIBS = ROOT / "usr/lib/x86_64-linux-gnu"
+PACKAGES = ["sendmail-bin", "sendmail-base", "sendmail-cf", "m4", "liblockfile1"]
+HOST = "mx.sendmail.capture.test"
+SENDER = "bounces+{}@bounces.test"
+WARN, RETURN = "10s", "40s"
+
+MC = """\
+divert(-1)
+divert(0)dnl
+include(`{cf}/m4/cf.m4')dnl
+VERSIONID(`capture')dnl
+OSTYPE(`linux')dnl
+define(`MAIL_SETTINGS_DIR', `{run}/')dnl
+define(`QUEUE_DIR', `{run}/queue')dnl
+define(`ALIAS_FILE', `{run}/aliases')dnl
+define(`STATUS_FILE', `{run}/statistics')dnl
+define(`confPID_FILE', `{run}/sendmail.pid')dnl
+define(`confDOMAIN_NAME', `{host}')dnl
+define(`confDEF_USER_ID', `mail:mail')dnl
+define(`confTO_QUEUEWARN', `{warn}')dnl
+define(`confTO_QUEUERETURN', `{ret}')dnl
+define(`confTO_CONNECT', `5s')dnl
+define(`confMIN_QUEUE_AGE', `0')dnl
+define(`confLOG_LEVEL', `14')dnl
+define(`confDONT_BLAME_SENDMAIL', `TrustStickyBit')dnl
+define(`SMTP_MAILER_ARGS', `TCP $h {sink}')dnl
+define(`ESMTP_MAILER_ARGS', `TCP $h {sink}')dnl
+define(`RELAY_MAILER_ARGS', `TCP $h {sink2}')dnl
+define(`confCF_VERSION', `capture')dnl
+DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
+FEATURE(`nocanonify')dnl
+FEATURE(`no_default_msa')dnl
+FEATURE(`mailertable', `hash {run}/mailertable')dnl
+FEATURE(`virtusertable', `hash {run}/virtusertable')dnl
+VIRTUSER_DOMAIN(`virt.test')dnl
+FEATURE(`local_lmtp', `{run}/mail.local')dnl
+MAILER(`local')dnl
+MAILER(`smtp')dnl
+"""
+
+MAILERTABLE = """\
+bounces.test esmtp:[127.0.0.1]
+yahoo.test esmtp:[127.0.0.1]
+aol.test esmtp:[127.0.0.1]
+icloud.test esmtp:[127.0.0.1]
+comcast.test esmtp:[127.0.0.1]
+relayed.test esmtp:[127.0.0.1]
+strict.test relay:[127.0.0.1]
+refused.test esmtp:[127.0.0.2]
+retired.test error:5.1.1:550 User unknown
+closed.test error:nouser:No such user here
+"""
+VIRTUSERS = "@virt.test error:nouser 550 Address no longer exists\n"
+ALIASES = 'loopa: loopb\nloopb: loopa\nunavailable: "|exit 69"\n'
+WRAPPER = """\
+#!/bin/sh
+# mail.local in a private mount namespace: /var/mail is {run}/varmail,
+# /var/mail/nobody a mailbox on a full tmpfs.
+exec unshare -m /bin/sh -c '
+mount --bind {run}/varmail /var/mail
+mount -t tmpfs -o size=4k tmpfs {run}/tiny
+dd if=/dev/zero of={run}/tiny/fill bs=1k count=8 2>/dev/null
+touch {run}/tiny/nobody && chown nobody {run}/tiny/nobody
+touch /var/mail/nobody && mount --bind {run}/tiny/nobody /var/mail/nobody
+LD_LIBRARY_PATH={libs} exec {bin}/mail.local "$@"' mail.local "$@"
+"""
+
+# Vendors' published reply texts; see the labels' notes for the sources.
+REPLIES = {
+    "nobody1@yahoo.test": "554 delivery error: dd This user doesn't have a yahoo.com account "
+    "(nobody1@yahoo.test) [0] - mta1001.mail.gq1.yahoo.test",
+    "disabled@yahoo.test": "554 delivery error: dd Sorry your message to disabled@yahoo.test "
+    "cannot be delivered. This mailbox is disabled (554.30). - mta1002.mail.gq1.yahoo.test",
+    "nobody2@aol.test": "552 1 Requested mail action aborted, mailbox not found",
+    "busy@yahoo.test": "421 4.7.0 [TSS04] Messages from 192.0.2.25 temporarily deferred due to "
+    "unexpected volume or user complaints - 4.16.55.1; see "
+    "https://postmaster.yahooinc.com/error-codes",
+    "listed@yahoo.test": "553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.25, "
+    "because the ip is in Spamhaus's list; see https://postmaster.yahooinc.com/error-codes",
+    "nobody3@icloud.test": "550 5.1.1 <nobody3@icloud.test>: user does not exist",
+    "full@icloud.test": "552 5.2.2 <full@icloud.test>: user is over quota",
+    "blocked@comcast.test": "554 resimta-po-01v.sys.comcast.test comcast 192.0.2.25 Comcast "
+    "block for spam. Please see http://postmaster.comcast.net/smtp-error-codes.php#BL000000",
+    "spamhaus@comcast.test": "550 5.7.1 resimta-po-02v.sys.comcast.test comcast 192.0.2.25 "
+    "found on one or more DNSBLs, see http://postmaster.comcast.net/smtp-error-codes.php"
+    "#BL000001",
+}
+DATA_REPLIES = {
+    "policy@yahoo.test": "554 5.7.9 Message not accepted for policy reasons.  See "
+    "https://postmaster.yahooinc.com/error-codes",
+    "cs01@icloud.test": "554 5.7.1 [CS01] Message rejected due to local policy. Please visit "
+    "https://support.apple.com/en-us/HT204137",
+}
+MAIL_REPLY = "553 5.1.8 Sender address rejected: Domain of sender address does not exist"
+
+# Cases retried until Timeout.queuereturn: a warning, then the final report.
+DEFERRED = ("connection-refused", "yahoo-tss04-deferred", "local-mailbox-no-space")
+# Saved to held_back/sendmail-NAME.eml instead (labelled there, never classified).
+HELD_BACK = ("icloud-user-unknown", "comcast-bl000000", "connection-refused")
+
+# name: (recipients, extra sendmail arguments); name is also the sender's VERP token.
+CASES: dict[str, tuple[list[str], list[str]]] = {
+    "local-user-unknown": ([f"nosuchuser@{HOST}"], []),
+    "local-delivered-receipt": ([f"mail@{HOST}"], ["-N", "success"]),
+    "local-mailbox-no-space": ([f"nobody@{HOST}"], []),
+    "alias-loop": ([f"loopa@{HOST}"], []),
+    "program-service-unavailable": ([f"unavailable@{HOST}"], []),
+    "mailertable-error-511": (["someone@retired.test"], []),
+    "mailertable-error-nouser": (["someone@closed.test"], []),
+    "virtusertable-error-nouser": (["someone@virt.test"], []),
+    "host-unknown-nxdomain": (["someone@nosuchdomain.invalid"], []),
+    "connection-refused": (["someone@refused.test"], []),
+    "relayed-receipt": (["someone@relayed.test"], ["-N", "success"]),
+    "yahoo-user-unknown": (["nobody1@yahoo.test"], []),
+    "yahoo-mailbox-disabled": (["disabled@yahoo.test"], []),
+    "aol-mailbox-not-found": (["nobody2@aol.test"], []),
+    "yahoo-tss04-deferred": (["busy@yahoo.test"], []),
+    "yahoo-bl21-spamhaus": (["listed@yahoo.test"], []),
+    "yahoo-policy-579": (["policy@yahoo.test"], []),
+    "icloud-user-unknown": (["nobody3@icloud.test"], []),
+    "icloud-over-quota": (["full@icloud.test"], []),
+    "icloud-cs01-policy": (["cs01@icloud.test"], []),
+    "comcast-bl000000": (["blocked@comcast.test"], []),
+    "comcast-dnsbl": (["spamhaus@comcast.test"], []),
+    "sender-domain-rejected": (["someone@strict.test"], []),
+    "three-recipients": (
+        ["nobody1@yahoo.test", "full@icloud.test", "nobody2@aol.test"],
+        [],
+    ),
+}
+
+
+def sendmail(cf: Path, *args: str, stdin: bytes | None = None, check: bool = True) -> int:
+    """Run sendmail in a UTS namespace whose host name is qualified (see the docstring)."""
+    command = f'hostname {HOST} && exec "$0" "$@"'
+    argv = ["unshare", "-u", "sh", "-c", command, str(BIN / "sendmail"), "-C", str(cf), *args]
+    done = subprocess.run(argv, input=stdin, check=check, env=os.environ | {"TZ": "UTC"})
+    return done.returncode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def configure(sink: int, sink2: int, port: int) -> Path:
+    """Write the run directory (config, maps, queue, wrapper); return the .cf."""
+    for pid_file in [RUN / "sendmail.pid"]:
+        if pid_file.exists():
+            raise SystemExit(f"{pid_file} exists: a daemon may still run")
+    shutil.rmtree(RUN, ignore_errors=True)
+    for sub in ("queue", "varmail", "tiny"):
+        (RUN / sub).mkdir(parents=True)
+    RUN.chmod(0o755)
+    (RUN / "queue").chmod(0o700)
+    (RUN / "varmail").chmod(0o1777)
+    values = {"cf": CF_DIR, "run": RUN, "host": HOST, "warn": WARN, "ret": RETURN}
+    mc = MC
+    for key, value in (values | {"sink": sink, "sink2": sink2, "port": port}).items():
+        mc = mc.replace("{" + key + "}", str(value))
+    (RUN / "sendmail.mc").write_text(mc)
+    cf = RUN / "sendmail.cf"
+    with cf.open("w") as out:
+        subprocess.run([str(ROOT / "usr/bin/m4"), str(RUN / "sendmail.mc")], stdout=out, check=True)
+    (RUN / "helpfile").write_text("")
+    (RUN / "statistics").write_text("")
+    (RUN / "service.switch").write_text("passwd files\nhosts dns\naliases files\n")
+    (RUN / "aliases").write_text(ALIASES)
+    wrapper = WRAPPER.replace("{run}", str(RUN)).replace("{libs}", str(LIBS))
+    (RUN / "mail.local").write_text(wrapper.replace("{bin}", str(BIN)))
+    (RUN / "mail.local").chmod(0o755)
+    for name, text in (("mailertable", MAILERTABLE), ("virtusertable", VIRTUSERS)):
+        subprocess.run(
+            [str(BIN / "makemap"), "-C", str(cf), "hash", str(RUN / name)],
+            input=text.encode(),
+            check=True,
+        )
+    sendmail(cf, "-bi")
+    return cf
+
+
+def submit(cf: Path, name: str, recipients: list[str], extra: list[str]) -> None:
+    sender = SENDER.format(name)
+    message = (
+        f"From: App <{sender}>\nTo: {', '.join(recipients)}\nSubject: capture {name}\n"
+        f"Message-ID: <{name}@app.capture.test>\n\nHello, this is the {name} test.\n"
+    )
+    options = ["-odb", "-oem", "-f", sender, *extra]
+    sendmail(cf, *options, *recipients, stdin=message.encode(), check=False)
+
+
+def reports(sink: SmtpSink) -> list[tuple[str, bytes]]:
+    """(VERP token, raw report) of every report the sink got, Return-Path added."""
+    found = []
+    with sink.state.lock:
+        transactions = list(sink.state.transactions)
+    for t in transactions:
+        if t.rcpt_to and t.rcpt_to[0].endswith("@bounces.test"):
+            token = t.rcpt_to[0].split("+", 1)[1].split("@", 1)[0]
+            found.append((token, f"Return-Path: <{t.mail_from}>\n".encode() + t.data))
+    return found
+
+
+def named(sink: SmtpSink) -> dict[str, bytes]:
+    """Reports by fixture name: the case's name, "-delay" added for a warning."""
+    found: dict[str, bytes] = {}
+    for token, raw in reports(sink):
+        warning = str(message_from_bytes(raw)["Subject"]).startswith("Warning:")
+        name = f"{token}-delay" if warning else token
+        while name in found:
+            name += "-again"
+        found[name] = raw
+    return found
+
+
+def main() -> None:
+    unpack(PACKAGES, ROOT)
+    with SmtpSink() as sink, SmtpSink() as sink2:
+        sink.state.replies.update(REPLIES)
+        sink.state.data_replies.update(DATA_REPLIES)
+        sink2.state.mail_reply = MAIL_REPLY
+        port = free_port()
+        cf = configure(sink.port, sink2.port, port)
+        sendmail(cf, "-bd", "-q1s")
+        try:
+            for name, (recipients, extra) in CASES.items():
+                submit(cf, name, recipients, extra)
+            wanted = {*CASES, *(f"{name}-delay" for name in DEFERRED)}
+            wait_for(lambda: wanted <= set(named(sink)), 150, f"reports {sorted(wanted)}")
+            time.sleep(2)
+        finally:
+            pid = int((RUN / "sendmail.pid").read_text().split()[0])
+            os.kill(pid, 15)
+            (RUN / "sendmail.pid").unlink(missing_ok=True)
+        for old in (CAPTURED / MTA).glob("*.eml"):
+            old.unlink()
+        for name, raw in named(sink).items():
+            path = save(MTA, name, raw)
+            if name in HELD_BACK:
+                path = path.rename(FIXTURES / "held_back" / f"{MTA}-{name}.eml")
+            print("saved", path)
+
+
+if __name__ == "__main__":
+    main()
