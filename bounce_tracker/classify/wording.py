@@ -28,6 +28,9 @@ SUBJECT_BOUNCE_RE = re.compile(
     r"|^\s*rejected\b|\bbounced? (?:mail|message)|delayed mail|delivery delayed|message delayed"
     r"|warning: could not send|warning: message .{0,120} delayed|mail delivery problem"
     r"|returning message to sender|delivery warning|message status - (?:undeliverable|delayed)"
+    # Older and smaller MTAs: "Mail failure", "Failed mail", "NDN: <subject>" (a
+    # non-delivery notification), "Automatically rejected mail" (Courier).
+    r"|\bmail failure\b|\bfailed mail\b|^\s*ndn\s*:|\brejected mail\b"
     r"|" + languages.BOUNCE_SUBJECT,
     re.IGNORECASE,
 )
