@@ -365,6 +365,12 @@ COUNTER_EXAMPLES = [
         "4.4.3",
     ),
     (
+        "domain not found (translated)",
+        "домен не найден",
+        "550 5.4.4 Домен не найден: временная ошибка DNS",
+        "5.4.4",
+    ),
+    (
         "not found",
         "could not be found",
         "550 5.7.1 Delivery not authorized: client certificate could not be found",

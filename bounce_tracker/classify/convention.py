@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import re
 
+from bounce_tracker.classify import languages
 from bounce_tracker.classify.convention_rules import (
     DEAD_ADDRESS,
     GENERIC_DEAD,
@@ -97,6 +98,8 @@ _DNS_TEMPORARY_RE = re.compile(
     r"\btry again|\btemporar|\bservfail|\btime ?d? ?out|\btime-out|\blookup fail"
     r"|\bdns (?:server|lookup) (?:fail|error)|\bname server (?:failure|timeout)"
     r"|\bnot (?:yet )?(?:reached|reachable)|\bmalformed"
+    # The same in other languages: "Домен не найден: временная ошибка DNS".
+    r"|" + languages.TEMPORARY
 )
 _PERMANENT_CODE_RE = re.compile(r"(?<![\w.])5\.[0-7]\.\d|(?:^|[\s'\"(#;:<\[-])5[0-5]\d(?=[ \-]|$)")
 
