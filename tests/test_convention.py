@@ -20,6 +20,7 @@ from bounce_tracker.classify.convention import (
     DEAD_ADDRESS,
     GENERIC_DEAD,
     TIERS,
+    WEAK_DEAD,
     decide,
 )
 from bounce_tracker.classify.diagnosis import failure_kind, normalize_text
@@ -153,6 +154,12 @@ HARD_EXAMPLES = [
     ("does not exist", "550 5.0.0 <alice@example.org>: does not exist", "5.0.0"),
     ("no longer", "550 5.1.1 <alice@example.org>: no longer here", "5.1.1"),
     ("does not accept mail", "556 5.1.10 This domain does not accept mail", "5.1.10"),
+    (
+        "mailbox unavailable",
+        "550 5.5.0 Requested action not taken: mailbox unavailable",
+        "5.5.0",
+    ),
+    ("recipient rejected", "550 5.1.1 <alice@example.org> recipient rejected", "5.1.1"),
 ]
 
 SOFT_EXAMPLES = [
@@ -252,6 +259,19 @@ COUNTER_EXAMPLES = [
         "4.4.0",
     ),
     ("moved", "mailbox has moved", "451 4.2.0 Mailbox has moved, try again later", "4.2.0"),
+    (
+        "recipient rejected",
+        "recipient rejected",
+        "550 5.7.1 Recipient rejected: message refused by the recipient's content filter",
+        "5.7.1",
+    ),
+    (
+        "mailbox unavailable",
+        "mailbox unavailable",
+        "550-Requested action not taken: mailbox unavailable 550 invalid DNS MX or A/AAAA"
+        " resource record",
+        "5.0.0",
+    ),
     (
         "disabled",
         "is disabled",
@@ -444,14 +464,16 @@ def test_counter_examples_use_a_hard_rules_words_and_are_soft(rule, words, text,
 
 
 def test_every_hard_rule_has_an_example_and_a_counter_example():
-    rules = {rule.name for tier in (DEAD_ADDRESS, GENERIC_DEAD) for rule in tier.rules}
+    rules = {rule.name for tier in (DEAD_ADDRESS, GENERIC_DEAD, WEAK_DEAD) for rule in tier.rules}
     assert rules == {rule for rule, _, _ in HARD_EXAMPLES}
     assert rules == {rule for rule, _, _, _ in COUNTER_EXAMPLES}
 
 
 def test_counter_examples_match_the_hard_rules_pattern_where_the_words_are_its_own():
     """Most counter-examples trip the very pattern of the rule they counter."""
-    by_name = {rule.name: rule for tier in (DEAD_ADDRESS, GENERIC_DEAD) for rule in tier.rules}
+    by_name = {
+        rule.name: rule for tier in (DEAD_ADDRESS, GENERIC_DEAD, WEAK_DEAD) for rule in tier.rules
+    }
     tripped = {
         rule
         for rule, _, text, _ in COUNTER_EXAMPLES

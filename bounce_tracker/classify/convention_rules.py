@@ -343,6 +343,9 @@ POLICY = Tier(
             r"|dropped|timed|failed)|\blost connection|\brefused to talk|\bnetwork|\bunreachable"
             r"|\bno route|\b(?:could not|couldn't|unable to|failed to|cannot|can't) connect"
             r"|\bconnect to\b|\bdns (?:error|failure|lookup)|\bservfail|\bmalformed"
+            # GMX/WEB.DE: "mailbox unavailable / invalid DNS MX or A/AAAA resource record"
+            # is about the sender's domain.
+            r"|\binvalid dns\b|\bresource records?\b"
             r"|\bname ?server",
         ),
         Rule(
