@@ -73,6 +73,7 @@ define(`confDEF_USER_ID', `mail:mail')dnl
 define(`confTO_QUEUEWARN', `{warn}')dnl
 define(`confTO_QUEUERETURN', `{ret}')dnl
 define(`confTO_CONNECT', `5s')dnl
+define(`confMAX_MESSAGE_SIZE', `50000')dnl
 define(`confMIN_QUEUE_AGE', `0')dnl
 define(`confLOG_LEVEL', `14')dnl
 define(`confDONT_BLAME_SENDMAIL', `TrustStickyBit')dnl
@@ -104,7 +105,7 @@ retired.test error:5.1.1:550 User unknown
 closed.test error:nouser:No such user here
 """
 VIRTUSERS = "@virt.test error:nouser 550 Address no longer exists\n"
-ALIASES = 'loopa: loopb\nloopb: loopa\nunavailable: "|exit 69"\n'
+ALIASES = 'loopa: loopb\nloopb: loopa\nunavailable: "|exit 69"\nteam: mail, daemon\n'
 WRAPPER = """\
 #!/bin/sh
 # mail.local in a private mount namespace: /var/mail is {run}/varmail,
@@ -130,6 +131,13 @@ REPLIES = {
     "https://postmaster.yahooinc.com/error-codes",
     "listed@yahoo.test": "553 5.7.1 [BL21] Connections will not be accepted from 192.0.2.25, "
     "because the ip is in Spamhaus's list; see https://postmaster.yahooinc.com/error-codes",
+    "quota@yahoo.test": "554 delivery error: dd Sorry, your message to quota@yahoo.test cannot "
+    "be delivered. This account is over quota.",
+    "relay@yahoo.test": "451 VS1-IP Excessive unknown recipients - possible Open Relay (#4.1.8)",
+    "dmarc@icloud.test": "550 5.7.1 Your message was rejected due to bounces.test DMARC policy. "
+    "See https://support.apple.com/en-us/HT204137",
+    "volume@icloud.test": "421 4.7.1 Messages to volume@icloud.test deferred due to excessive "
+    "volume. Try again later - https://support.apple.com/en-us/HT204137",
     "nobody3@icloud.test": "550 5.1.1 <nobody3@icloud.test>: user does not exist",
     "full@icloud.test": "552 5.2.2 <full@icloud.test>: user is over quota",
     "blocked@comcast.test": "554 resimta-po-01v.sys.comcast.test comcast 192.0.2.25 Comcast "
@@ -147,7 +155,13 @@ DATA_REPLIES = {
 MAIL_REPLY = "553 5.1.8 Sender address rejected: Domain of sender address does not exist"
 
 # Cases retried until Timeout.queuereturn: a warning, then the final report.
-DEFERRED = ("connection-refused", "yahoo-tss04-deferred", "local-mailbox-no-space")
+DEFERRED = (
+    "connection-refused",
+    "yahoo-tss04-deferred",
+    "local-mailbox-no-space",
+    "yahoo-vs1-unknown-recipients",
+    "icloud-excessive-volume",
+)
 # Saved to held_back/sendmail-NAME.eml instead (labelled there, never classified).
 HELD_BACK = ("icloud-user-unknown", "comcast-bl000000", "connection-refused")
 
@@ -158,6 +172,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "local-mailbox-no-space": ([f"nobody@{HOST}"], []),
     "alias-loop": ([f"loopa@{HOST}"], []),
     "program-service-unavailable": ([f"unavailable@{HOST}"], []),
+    "alias-expanded-receipt": ([f"team@{HOST}"], ["-N", "success"]),
+    "message-too-large": (["someone@relayed.test"], ["-R", "hdrs"]),
     "mailertable-error-511": (["someone@retired.test"], []),
     "mailertable-error-nouser": (["someone@closed.test"], []),
     "virtusertable-error-nouser": (["someone@virt.test"], []),
@@ -170,6 +186,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "yahoo-tss04-deferred": (["busy@yahoo.test"], []),
     "yahoo-bl21-spamhaus": (["listed@yahoo.test"], []),
     "yahoo-policy-579": (["policy@yahoo.test"], []),
+    "yahoo-over-quota": (["quota@yahoo.test"], []),
+    "yahoo-vs1-unknown-recipients": (["relay@yahoo.test"], []),
+    "icloud-dmarc-policy": (["dmarc@icloud.test"], []),
+    "icloud-excessive-volume": (["volume@icloud.test"], []),
     "icloud-user-unknown": (["nobody3@icloud.test"], []),
     "icloud-over-quota": (["full@icloud.test"], []),
     "icloud-cs01-policy": (["cs01@icloud.test"], []),
@@ -239,6 +259,8 @@ def submit(cf: Path, name: str, recipients: list[str], extra: list[str]) -> None
         f"From: App <{sender}>\nTo: {', '.join(recipients)}\nSubject: capture {name}\n"
         f"Message-ID: <{name}@app.capture.test>\n\nHello, this is the {name} test.\n"
     )
+    if name == "message-too-large":  # over confMAX_MESSAGE_SIZE
+        message += "A long line of text to make this message too large.\n" * 1200
     options = ["-odb", "-oem", "-f", sender, *extra]
     sendmail(cf, *options, *recipients, stdin=message.encode(), check=False)
 
