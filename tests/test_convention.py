@@ -235,6 +235,12 @@ COUNTER_EXAMPLES = [
     ),
     ("no such user", "no such user", "553 5.1.7 Sender verify failed: no such user", "5.1.7"),
     (
+        "does not exist",
+        "does not exist",
+        "550 5.1.0 Sender <news@shop.example> does not exist",
+        "5.1.0",
+    ),
+    (
         "recipient not found",
         "recipientnotfound",
         "451 4.4.0 RESOLVER.ADR.RecipientNotFound; directory lookup failed, try again later",

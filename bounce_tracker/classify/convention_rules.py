@@ -69,9 +69,10 @@ SENDER_SIDE = Tier(
         Rule(
             "sender rejected",
             "the reply refuses our sender address, not the recipient",
-            r"\bsender (?:address |domain |e-?mail |ip )?(?:is )?(?:rejected|denied|blocked"
-            r"|refused|not (?:allowed|authori[sz]ed|permitted|accepted|verified|valid)|invalid"
-            r"|unknown|verify failed|verification failed)",
+            r"\bsender (?:address |domain |e-?mail |ip )?(?:<?addr>? )?(?:is |was )?(?:rejected"
+            r"|denied|blocked|refused|not (?:allowed|authori[sz]ed|permitted|accepted|verified"
+            r"|valid|found)|invalid|unknown|verify failed|verification failed|does ?n[o']?t exist"
+            r"|doesn't exist)",
         ),
         Rule(
             "sender invalid",

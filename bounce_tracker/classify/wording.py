@@ -95,6 +95,8 @@ SUCCESS_RE = re.compile(
     r"\(success\)|\(relay\)|successful mail delivery|^\s*(?:delivered|relayed)\s*:"
     r"|delivery to these recipients or groups is complete|was successfully delivered"
     r"|has been successfully delivered|delivery to the following recipients? (?:was )?"
+    # Sendmail's return receipt transcript: "<rcpt>... Successfully delivered".
+    r"|\.\.\. ?successfully delivered|\.\.\. ?expanded to multiple addresses"
     r"(?:successful|succeeded|complete)|your message (?:has been|was) delivered",
     re.IGNORECASE | re.MULTILINE,
 )
