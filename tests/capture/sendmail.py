@@ -1,41 +1,53 @@
 """Capture Sendmail 8.17 reports (run: ``.venv/bin/python -m tests.capture.sendmail``).
 
-What works here (Debian 12, root, no internet):
+What works here (Debian 12, root, no internet), found by trying:
 
-- ``common.unpack`` of sendmail-bin, sendmail-base, sendmail-cf, plus m4 and liblockfile1
-  (not installed here) into ``/tmp/smcap``; nothing is installed. The binary is
-  ``usr/libexec/sendmail/sendmail``; it needs no extra library, ``mail.local`` needs
-  liblockfile (``LD_LIBRARY_PATH``, set by a wrapper because sendmail clears the
-  environment of its mailers).
-- ``sendmail.cf`` is built with the unpacked m4 from a private .mc that includes
-  ``usr/share/sendmail/cf/m4/cf.m4`` by absolute path (``OSTYPE(linux)``, not Debian's
-  ostype, which points at /etc/mail). ``MAIL_SETTINGS_DIR`` is the run directory, so
-  mailertable, virtusertable (``makemap hash``), aliases (``newaliases -C``), helpfile,
-  service.switch live there. Sendmail runs as root (no RunAsUser); ``DefaultUser=mail``
-  because ``mailnull`` does not exist; ``confDOMAIN_NAME`` sets ``$j`` to
-  mx.sendmail.capture.test and nothing looks the host name up. No DontBlameSendmail was
-  needed: /tmp is sticky and the run directory is 0755 root.
-- Daemon: ``sendmail -C CF -bd -q1s`` (port and address from DAEMON_OPTIONS in the .mc).
-  Messages are submitted on the command line (``-odq -oem -f SENDER``, ``-N success``
-  for receipts): an SMTP submission would be refused at RCPT for local errors.
-- Every SMTP mailer (smtp, esmtp) talks to ``127.0.0.1:SINK``; ``relay`` to a second
-  sink whose MAIL FROM is refused. The mailertable sends ``bounces.test`` (the envelope
-  sender's domain, where the reports go) and the vendor domains there ``[127.0.0.1]``;
-  ``refused.test`` to ``[127.0.0.2]`` (nothing listens: connection refused).
-  A domain with no entry is looked up in DNS: this machine's resolver answers NXDOMAIN
-  for every name, and Sendmail says "Host unknown (Name server: ...: host not found)".
-- Local delivery is the real mail.local in LMTP mode, in a private mount namespace
-  (``unshare -m``) where /var/mail is a bind mount of the run directory's ``varmail``;
-  the "full" user gets a mailbox on a full 4k tmpfs (mail.local answers ENOSPC with a
-  4xx, so that case is a delay, not a quota bounce: mail.local's 552 5.2.2 needs EDQUOT).
-- Short timeouts: Timeout.queuewarn=4s, Timeout.queuereturn=25s; the DSN texts then say
-  "for past 4 seconds" / "for 25 seconds".
+- ``common.unpack`` of sendmail-bin, sendmail-base, sendmail-cf, m4 and liblockfile1 (the
+  last two are not installed here) into ``/tmp/smcap``. The binary is
+  ``usr/libexec/sendmail/sendmail`` and needs nothing more; ``mail.local`` needs
+  liblockfile, so a wrapper sets ``LD_LIBRARY_PATH`` (Sendmail clears its mailers'
+  environment).
+- **Host name**: run every sendmail command under ``unshare -u`` with a qualified host
+  name (:func:`sendmail`). This container's name is ``vm``, unqualified and unknown to
+  the resolver, and Sendmail then sleeps 60 s at every start ("unable to qualify my own
+  domain name") even with ``confDOMAIN_NAME`` set.
+- ``sendmail.cf`` is made by the unpacked m4 from a private .mc including
+  ``usr/share/sendmail/cf/m4/cf.m4`` by absolute path, ``OSTYPE(linux)`` (Debian's ostype
+  points at /etc/mail), ``MAIL_SETTINGS_DIR`` = the run directory (mailertable and
+  virtusertable via ``makemap hash``, aliases via ``sendmail -bi``). Needed:
+  ``DontBlameSendmail=TrustStickyBit`` (else the alias file under /tmp is "unsafe" and
+  newaliases fails), ``DefaultUser=mail:mail`` (no ``mailnull`` user),
+  ``no_default_msa`` (no port 587), ``accept_unresolvable_domains`` (the resolver answers
+  NXDOMAIN for every name, so the sender's domain would be refused). Sendmail runs as
+  root; RunAsUser is not set. makemap's "World writable directory /tmp" warnings are
+  harmless.
+- Daemon: ``sendmail -C CF -bd -q1s`` on 127.0.0.1:PORT (DAEMON_OPTIONS); it forks and
+  writes its pid file; stop it with SIGTERM to that pid. Messages go in over SMTP
+  (relaying from 127.0.0.1 is allowed by default; NOTIFY=SUCCESS, RET=HDRS as ESMTP
+  options). What Sendmail refuses there itself (local unknown user, error mailer,
+  message size) goes in on the command line, ``-odb -oem`` (``-oem`` mails the error
+  back; the exit code is then 67 or the like).
+- Routes: the smtp/esmtp mailers connect to ``$h:SINK``, ``relay`` to a second sink
+  that refuses MAIL FROM. The mailertable sends the reports' domain ``bounces.test`` and
+  the vendor domains to ``[127.0.0.1]``, ``refused.test`` to ``[127.0.0.2]`` (nothing
+  listens: connection refused), and has two ``error:`` entries. A domain without an
+  entry is looked up in DNS, where this machine's resolver answers NXDOMAIN (rcode 3)
+  at once: "Host unknown (Name server: x: host not found)", 5.1.2.
+- Local delivery is the real mail.local in LMTP mode inside ``unshare -m`` with
+  /var/mail bind-mounted from the run directory (the system's /var/mail is untouched).
+  The user ``nobody`` gets a mailbox on a full 4 kB tmpfs: mail.local answers ENOSPC
+  with "450 4.2.0 ... No space left on device" (a delay, then expiry). Its 552 5.2.2
+  needs a real EDQUOT (disk quotas), which was not tried.
+- Timeouts: Timeout.queuewarn=10s, Timeout.queuereturn=40s (texts say "for past 10
+  seconds" / "could not be delivered for 40 seconds"). With 4s the warning went out
+  before the first attempt (Status 2.0.0); the whole run takes about 50 s.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import smtplib
 import socket
 import subprocess
 import time
@@ -84,6 +96,7 @@ define(`confCF_VERSION', `capture')dnl
 DAEMON_OPTIONS(`Port={port}, Addr=127.0.0.1, Name=MTA')dnl
 FEATURE(`nocanonify')dnl
 FEATURE(`no_default_msa')dnl
+FEATURE(`accept_unresolvable_domains')dnl
 FEATURE(`mailertable', `hash {run}/mailertable')dnl
 FEATURE(`virtusertable', `hash {run}/virtusertable')dnl
 VIRTUSER_DOMAIN(`virt.test')dnl
@@ -165,41 +178,39 @@ DEFERRED = (
 # Saved to held_back/sendmail-NAME.eml instead (labelled there, never classified).
 HELD_BACK = ("icloud-user-unknown", "comcast-bl000000", "connection-refused")
 
-# name: (recipients, extra sendmail arguments); name is also the sender's VERP token.
-CASES: dict[str, tuple[list[str], list[str]]] = {
-    "local-user-unknown": ([f"nosuchuser@{HOST}"], []),
-    "local-delivered-receipt": ([f"mail@{HOST}"], ["-N", "success"]),
-    "local-mailbox-no-space": ([f"nobody@{HOST}"], []),
-    "alias-loop": ([f"loopa@{HOST}"], []),
-    "program-service-unavailable": ([f"unavailable@{HOST}"], []),
-    "alias-expanded-receipt": ([f"team@{HOST}"], ["-N", "success"]),
-    "message-too-large": (["someone@relayed.test"], ["-R", "hdrs"]),
-    "mailertable-error-511": (["someone@retired.test"], []),
-    "mailertable-error-nouser": (["someone@closed.test"], []),
-    "virtusertable-error-nouser": (["someone@virt.test"], []),
-    "host-unknown-nxdomain": (["someone@nosuchdomain.invalid"], []),
-    "connection-refused": (["someone@refused.test"], []),
-    "relayed-receipt": (["someone@relayed.test"], ["-N", "success"]),
-    "yahoo-user-unknown": (["nobody1@yahoo.test"], []),
-    "yahoo-mailbox-disabled": (["disabled@yahoo.test"], []),
-    "aol-mailbox-not-found": (["nobody2@aol.test"], []),
-    "yahoo-tss04-deferred": (["busy@yahoo.test"], []),
-    "yahoo-bl21-spamhaus": (["listed@yahoo.test"], []),
-    "yahoo-policy-579": (["policy@yahoo.test"], []),
-    "yahoo-over-quota": (["quota@yahoo.test"], []),
-    "yahoo-vs1-unknown-recipients": (["relay@yahoo.test"], []),
-    "icloud-dmarc-policy": (["dmarc@icloud.test"], []),
-    "icloud-excessive-volume": (["volume@icloud.test"], []),
-    "icloud-user-unknown": (["nobody3@icloud.test"], []),
-    "icloud-over-quota": (["full@icloud.test"], []),
-    "icloud-cs01-policy": (["cs01@icloud.test"], []),
-    "comcast-bl000000": (["blocked@comcast.test"], []),
-    "comcast-dnsbl": (["spamhaus@comcast.test"], []),
-    "sender-domain-rejected": (["someone@strict.test"], []),
-    "three-recipients": (
-        ["nobody1@yahoo.test", "full@icloud.test", "nobody2@aol.test"],
-        [],
-    ),
+# name: (recipients, options); the name is also the sender's VERP token. Options:
+# "receipt" asks for NOTIFY=SUCCESS, "headers" for RET=HDRS.
+CASES: dict[str, tuple[list[str], str]] = {
+    "local-user-unknown": ([f"nosuchuser@{HOST}"], ""),
+    "local-delivered-receipt": ([f"mail@{HOST}"], "receipt"),
+    "local-mailbox-no-space": ([f"nobody@{HOST}"], ""),
+    "alias-loop": ([f"loopa@{HOST}"], ""),
+    "program-service-unavailable": ([f"unavailable@{HOST}"], ""),
+    "alias-expanded-receipt": ([f"team@{HOST}"], "receipt"),
+    "message-too-large": (["someone@relayed.test"], "headers"),
+    "mailertable-error-511": (["someone@retired.test"], ""),
+    "mailertable-error-nouser": (["someone@closed.test"], ""),
+    "virtusertable-error-nouser": (["someone@virt.test"], ""),
+    "host-unknown-nxdomain": (["someone@nosuchdomain.invalid"], ""),
+    "connection-refused": (["someone@refused.test"], ""),
+    "relayed-receipt": (["someone@relayed.test"], "receipt"),
+    "yahoo-user-unknown": (["nobody1@yahoo.test"], ""),
+    "yahoo-mailbox-disabled": (["disabled@yahoo.test"], ""),
+    "aol-mailbox-not-found": (["nobody2@aol.test"], ""),
+    "yahoo-tss04-deferred": (["busy@yahoo.test"], ""),
+    "yahoo-bl21-spamhaus": (["listed@yahoo.test"], ""),
+    "yahoo-policy-579": (["policy@yahoo.test"], ""),
+    "yahoo-over-quota": (["quota@yahoo.test"], ""),
+    "yahoo-vs1-unknown-recipients": (["relay@yahoo.test"], ""),
+    "icloud-dmarc-policy": (["dmarc@icloud.test"], ""),
+    "icloud-excessive-volume": (["volume@icloud.test"], ""),
+    "icloud-user-unknown": (["nobody3@icloud.test"], ""),
+    "icloud-over-quota": (["full@icloud.test"], ""),
+    "icloud-cs01-policy": (["cs01@icloud.test"], ""),
+    "comcast-bl000000": (["blocked@comcast.test"], ""),
+    "comcast-dnsbl": (["spamhaus@comcast.test"], ""),
+    "sender-domain-rejected": (["someone@strict.test"], ""),
+    "three-recipients": (["nobody1@yahoo.test", "full@icloud.test", "nobody2@aol.test"], ""),
 }
 
 
@@ -219,9 +230,8 @@ def free_port() -> int:
 
 def configure(sink: int, sink2: int, port: int) -> Path:
     """Write the run directory (config, maps, queue, wrapper); return the .cf."""
-    for pid_file in [RUN / "sendmail.pid"]:
-        if pid_file.exists():
-            raise SystemExit(f"{pid_file} exists: a daemon may still run")
+    if (RUN / "sendmail.pid").exists():
+        raise SystemExit(f"{RUN}/sendmail.pid exists: kill that daemon first")
     shutil.rmtree(RUN, ignore_errors=True)
     for sub in ("queue", "varmail", "tiny"):
         (RUN / sub).mkdir(parents=True)
@@ -253,7 +263,8 @@ def configure(sink: int, sink2: int, port: int) -> Path:
     return cf
 
 
-def submit(cf: Path, name: str, recipients: list[str], extra: list[str]) -> None:
+def submit(cf: Path, port: int, name: str, recipients: list[str], options: str) -> str:
+    """Submit over SMTP; if Sendmail refuses it there, on the command line instead."""
     sender = SENDER.format(name)
     message = (
         f"From: App <{sender}>\nTo: {', '.join(recipients)}\nSubject: capture {name}\n"
@@ -261,26 +272,33 @@ def submit(cf: Path, name: str, recipients: list[str], extra: list[str]) -> None
     )
     if name == "message-too-large":  # over confMAX_MESSAGE_SIZE
         message += "A long line of text to make this message too large.\n" * 1200
-    options = ["-odb", "-oem", "-f", sender, *extra]
-    sendmail(cf, *options, *recipients, stdin=message.encode(), check=False)
-
-
-def reports(sink: SmtpSink) -> list[tuple[str, bytes]]:
-    """(VERP token, raw report) of every report the sink got, Return-Path added."""
-    found = []
-    with sink.state.lock:
-        transactions = list(sink.state.transactions)
-    for t in transactions:
-        if t.rcpt_to and t.rcpt_to[0].endswith("@bounces.test"):
-            token = t.rcpt_to[0].split("+", 1)[1].split("@", 1)[0]
-            found.append((token, f"Return-Path: <{t.mail_from}>\n".encode() + t.data))
-    return found
+    notify = ["NOTIFY=SUCCESS"] if options == "receipt" else []
+    ret = ["RET=HDRS"] if options == "headers" else []
+    try:
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.ehlo("app.capture.test")
+            client.sendmail(sender, recipients, message, ret, notify)
+        return "smtp"
+    except smtplib.SMTPException:  # every recipient refused, or the message at DATA
+        pass
+    # -oem: mail errors back (the default prints them); -odb: deliver at once.
+    flags = ["-N", "success"] if notify else ["-R", "hdrs"] if ret else []
+    argv = ["-odb", "-oem", "-f", sender, *flags, *recipients]
+    sendmail(cf, *argv, stdin=message.encode(), check=False)
+    return "command line"
 
 
 def named(sink: SmtpSink) -> dict[str, bytes]:
-    """Reports by fixture name: the case's name, "-delay" added for a warning."""
+    """Reports by fixture name (the VERP token, "-delay" added for a warning), as the
+    sink got them with the envelope sender added as Return-Path."""
     found: dict[str, bytes] = {}
-    for token, raw in reports(sink):
+    with sink.state.lock:
+        transactions = list(sink.state.transactions)
+    for t in transactions:
+        if not t.rcpt_to or not t.rcpt_to[0].endswith("@bounces.test"):
+            continue
+        token = t.rcpt_to[0].split("+", 1)[1].split("@", 1)[0]
+        raw = f"Return-Path: <{t.mail_from}>\n".encode() + t.data
         warning = str(message_from_bytes(raw)["Subject"]).startswith("Warning:")
         name = f"{token}-delay" if warning else token
         while name in found:
@@ -297,17 +315,18 @@ def main() -> None:
         sink2.state.mail_reply = MAIL_REPLY
         port = free_port()
         cf = configure(sink.port, sink2.port, port)
-        sendmail(cf, "-bd", "-q1s")
+        sendmail(cf, "-bd", "-q1s")  # forks; the daemon writes its pid file when ready
+        wait_for((RUN / "sendmail.pid").exists, 10, "the sendmail daemon")
         try:
-            for name, (recipients, extra) in CASES.items():
-                submit(cf, name, recipients, extra)
+            for name, (recipients, options) in CASES.items():
+                print(name, "submitted by", submit(cf, port, name, recipients, options))
             wanted = {*CASES, *(f"{name}-delay" for name in DEFERRED)}
             wait_for(lambda: wanted <= set(named(sink)), 150, f"reports {sorted(wanted)}")
             time.sleep(2)
         finally:
-            pid = int((RUN / "sendmail.pid").read_text().split()[0])
-            os.kill(pid, 15)
-            (RUN / "sendmail.pid").unlink(missing_ok=True)
+            if (RUN / "sendmail.pid").exists():
+                os.kill(int((RUN / "sendmail.pid").read_text().split()[0]), 15)
+                (RUN / "sendmail.pid").unlink()
         for old in (CAPTURED / MTA).glob("*.eml"):
             old.unlink()
         for name, raw in named(sink).items():
