@@ -151,6 +151,12 @@ REPLIES = {
     "See https://support.apple.com/en-us/HT204137",
     "volume@icloud.test": "421 4.7.1 Messages to volume@icloud.test deferred due to excessive "
     "volume. Try again later - https://support.apple.com/en-us/HT204137",
+    "tss09@yahoo.test": "553 5.7.2 [TSS09] All messages from 192.0.2.25 will be permanently "
+    "deferred; Retrying will NOT succeed. See https://postmaster.yahooinc.com/error-codes",
+    "ts03@yahoo.test": "421 4.7.1 [TS03] All messages from 192.0.2.25 permanently deferred; "
+    "Retrying will NOT succeed. See https://postmaster.yahooinc.com/error-codes",
+    "gone1@comcast.test": "550 5.1.1 <gone1@comcast.test> Not our Customer",
+    "gone2@comcast.test": "550 5.2.0 <gone2@comcast.test> Not our Customer",
     "nobody3@icloud.test": "550 5.1.1 <nobody3@icloud.test>: user does not exist",
     "full@icloud.test": "552 5.2.2 <full@icloud.test>: user is over quota",
     "blocked@comcast.test": "554 resimta-po-01v.sys.comcast.test comcast 192.0.2.25 Comcast "
@@ -174,6 +180,7 @@ DEFERRED = (
     "local-mailbox-no-space",
     "yahoo-vs1-unknown-recipients",
     "icloud-excessive-volume",
+    "yahoo-ts03-permanently-deferred",
 )
 # Saved to held_back/sendmail-NAME.eml instead (labelled there, never classified).
 HELD_BACK = ("icloud-user-unknown", "comcast-bl000000", "connection-refused")
@@ -202,6 +209,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "yahoo-policy-579": (["policy@yahoo.test"], ""),
     "yahoo-over-quota": (["quota@yahoo.test"], ""),
     "yahoo-vs1-unknown-recipients": (["relay@yahoo.test"], ""),
+    "yahoo-tss09-permanently-deferred": (["tss09@yahoo.test"], ""),
+    "yahoo-ts03-permanently-deferred": (["ts03@yahoo.test"], ""),
+    "comcast-not-our-customer": (["gone1@comcast.test"], ""),
+    "comcast-not-our-customer-520": (["gone2@comcast.test"], ""),
     "icloud-dmarc-policy": (["dmarc@icloud.test"], ""),
     "icloud-excessive-volume": (["volume@icloud.test"], ""),
     "icloud-user-unknown": (["nobody3@icloud.test"], ""),
