@@ -652,6 +652,79 @@ def test_a_person_forwarding_a_bounce_notice_is_not_a_bounce():
     assert classify_message(raw).kind == BounceKind.NOT_BOUNCE
 
 
+_FORWARDED_NDR = """From: Microsoft Outlook <postmaster@corp.example.org>
+Sent: Monday, November 17, 2025 9:13 AM
+To: news@shop.example
+Subject: Undeliverable: Spring offers
+
+Delivery has failed to these recipients or groups:
+
+xavi@corp.example.org
+The email address you entered couldn't be found.
+
+Remote Server returned '550 5.1.1 RESOLVER.ADR.RecipNotFound; not found'
+"""
+
+
+@pytest.mark.parametrize(
+    ("subject", "block"),
+    [
+        ("FW: Undeliverable: Spring offers", "-----Original Message-----"),
+        ("Fwd: Undeliverable: Spring offers", "---------- Forwarded message ---------"),
+        ("Spring offers bounced", "Begin forwarded message:"),
+    ],
+)
+def test_a_forward_whose_body_is_a_bounce_is_classified_by_that_bounce(subject, block):
+    body = f"Please take this one off the list.\n\n{block}\n{_FORWARDED_NDR}"
+    result = classify_message(_plain(body, subject=subject, sender="Dana <dana@shop.example>"))
+    assert result.kind == BounceKind.HARD
+    assert result.reason.startswith("forwarded inline")
+    # The forwarded block's own To: (our sender) is never a recipient.
+    assert [r.address for r in result.recipients] == ["xavi@corp.example.org"]
+
+
+def test_a_reply_carrying_a_bounce_in_its_quoted_original_is_not_a_bounce():
+    body = f"Why do I keep getting these?\n\n-----Original Message-----\n{_FORWARDED_NDR}"
+    raw = _plain(body, subject="RE: Undeliverable: Spring offers", sender="dana@shop.example")
+    assert classify_message(raw).kind == BounceKind.NOT_BOUNCE
+
+
+def test_a_forward_of_a_message_that_is_no_bounce_is_not_a_bounce():
+    body = (
+        "FYI\n\n-----Original Message-----\nFrom: Bob <bob@example.org>\nSubject: meeting\n\n"
+        "The room could not be found last time; user unknown at the desk.\n"
+    )
+    raw = _plain(body, subject="FW: meeting", sender="Dana <dana@shop.example>")
+    assert classify_message(raw).kind == BounceKind.NOT_BOUNCE
+
+
+def test_a_delay_warning_without_failure_words_is_delayed_not_auto_reply():
+    body = (
+        "Your message has not yet been delivered. The mail system will keep trying\n"
+        "to deliver it for 3 more days. You do not need to resend your message.\n\n"
+        "Recipient address: sam@vms.example.edu\n"
+    )
+    raw = _plain(
+        body,
+        subject="Delivery warning",
+        sender="postmaster@vms.example.edu",
+        Auto_Submitted="auto-generated",
+    )
+    result = classify_message(raw)
+    assert result.kind == BounceKind.DELAYED
+    assert [r.address for r in result.recipients] == ["sam@vms.example.edu"]
+
+
+def test_a_sieve_notification_alone_is_not_an_auto_reply():
+    raw = _plain(
+        "Notification of new message.\n",
+        subject="New mail",
+        sender="owner@example.org",
+        Auto_Submitted="auto-notified; owner-email=owner@example.org",
+    )
+    assert classify_message(raw).kind == BounceKind.NOT_BOUNCE
+
+
 def test_human_reply_quoting_bounce_words_is_not_a_bounce():
     body = (
         "Hi,\n\nplease stop. My old address said 'user unknown' last year.\n\n"

@@ -18,8 +18,9 @@ the checks run in this order, the first verdict wins:
    (:mod:`~bounce_tracker.classify.ses_mail`);
 4. a bounce without a DSN (qmail, old Sendmail, Exchange text, Domino…) is
    recognised by its sender, subject and wording, and its recipients and reasons
-   are read from the text; a person's reply or forward quoting one is not a bounce,
-   but a text bounce attached to a forward is read
+   are read from the text; a forward whose body is a bounce (inline after a mail
+   client's forward block, or attached) is classified by the bounce it carries, a
+   person's reply quoting one is not a bounce
    (:mod:`~bounce_tracker.classify.text_bounces`);
 5. otherwise an RFC 3834 auto-reply (or a vacation/challenge message, also one
    without the headers that says so in its first lines)
@@ -57,7 +58,11 @@ from bounce_tracker.classify.mime import MDN_TYPES
 from bounce_tracker.classify.report import Report
 from bounce_tracker.classify.ses_mail import classify_ses_mail
 from bounce_tracker.classify.text import clip
-from bounce_tracker.classify.text_bounces import classify_forwarded_bounce, classify_text_bounce
+from bounce_tracker.classify.text_bounces import (
+    classify_forwarded_bounce,
+    classify_inline_forward,
+    classify_text_bounce,
+)
 from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
 
 
@@ -79,7 +84,7 @@ def _classify(raw: bytes) -> Classification:
     result = classify_arf(report) or classify_dsn(report) or classify_ses_mail(report)
     if result is not None:
         return with_inferred_status(result)
-    result = classify_text_bounce(report)
+    result = classify_inline_forward(report) or classify_text_bounce(report)
     if result is None or result.reason.endswith(":failed"):
         # No failure named in the message's own words: maybe it carries a bounce.
         result = classify_forwarded_bounce(report) or result

@@ -58,11 +58,17 @@ def _bounce_signals(report: Report) -> tuple[bool, str]:
         for p in report.parts
     ):
         return True, "report"
+    daemon = bool(FROM_DAEMON_RE.search(report.sender))
+    if REPLY_SUBJECT_RE.match(report.subject) and not daemon:
+        # A person's reply: what follows its quoted original ("-----Original
+        # Message-----") is the message replied to, not the reply's own words.
+        quoted = _INLINE_FORWARD_RE.search(head)
+        if quoted:
+            head = head[: quoted.start()]
     if STRONG_MARKER_RE.search(head):
         return True, "wording"
     # A person's reply or forward quoting a bounce is not one.
     reply = bool(REPLY_SUBJECT_RE.match(report.subject) or FORWARD_SUBJECT_RE.match(report.subject))
-    daemon = bool(FROM_DAEMON_RE.search(report.sender))
     subject = bool(SUBJECT_BOUNCE_RE.search(report.subject)) and not reply
     weak = bool(WEAK_MARKER_RE.search(head))
     # Old MTAs' delay warnings carry no failure words: "has not yet been delivered".
@@ -208,13 +214,23 @@ def _inline_forwarded(report: Report) -> Message | None:
     return None
 
 
-def classify_forwarded_bounce(report: Report) -> Classification | None:
-    """A text bounce forwarded by a person or a service: attached, or inline in a forward."""
+def classify_inline_forward(report: Report) -> Classification | None:
+    """A bounce forwarded inline (after a mail client's forward block), or None.
+
+    Tried before the message's own words are read as a bounce: the forwarded block's
+    header lines (its ``To:`` is our sender) must not become recipients.
+    """
     inline = _inline_forwarded(report)
-    if inline is not None:
-        result = classify_text_bounce(Report.build(inline))
-        if result is not None:
-            return replace(result, reason=f"forwarded inline {result.reason}")
+    if inline is None:
+        return None
+    result = classify_text_bounce(Report.build(inline))
+    if result is None:
+        return None
+    return replace(result, reason=f"forwarded inline {result.reason}")
+
+
+def classify_forwarded_bounce(report: Report) -> Classification | None:
+    """A text bounce attached to another message (forwarded by a person or a service)."""
     for part in report.parts:
         if part.enclosed != 0 or part.content_type not in ORIGINAL_TYPES:
             continue
