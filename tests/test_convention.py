@@ -113,6 +113,7 @@ HARD_EXAMPLES = [
     ("moved", "551 User not local; please try <alice@new.example>", "5.1.6"),
     ("closed", "550 5.2.1 This account has been closed", "5.2.1"),
     ("closed", "550 x@example.org... User account expired", "5.0.0"),
+    ("closed", "550 user has left the company", "5.0.0"),
     ("no such user", "550 User has no mailbox", "5.0.0"),
     ("closed", "550 5.1.1 The mailbox has been discontinued", "5.1.1"),
     ("disabled", "550 5.2.1 The email account that you tried to reach is disabled.", "5.2.1"),

@@ -229,7 +229,10 @@ DEAD_ADDRESS = Tier(
             r"(?: (?:addr|is|was|has|been|permanently)){0,4}"
             r" (?:closed|deleted|terminated|removed|cancell?ed|discontinued|retired|purged"
             # "User account expired": a lapsed account (alumni, ISPs) is closed.
-            r"|expired\b(?! password))",
+            r"|expired\b(?! password))"
+            # A gateway's "550 user has left the company": the person's account is gone.
+            r"|\b(?:user|recipient|addressee|person|employee)(?: \w{1,20}){0,2} (?:has )?left"
+            r" (?:the|our|this) (?:company|organi[sz]ation|firm|university|school)",
         ),
         Rule(
             "disabled",
