@@ -186,7 +186,8 @@ DEFERRED = (
 HELD_BACK = ("icloud-user-unknown", "comcast-bl000000", "connection-refused")
 
 # name: (recipients, options); the name is also the sender's VERP token. Options:
-# "receipt" asks for NOTIFY=SUCCESS, "headers" for RET=HDRS.
+# "receipt" asks for NOTIFY=SUCCESS, "headers" for RET=HDRS, "plain" submits on the
+# command line with SendMimeErrors=False: an old-style report, no MIME, no DSN.
 CASES: dict[str, tuple[list[str], str]] = {
     "local-user-unknown": ([f"nosuchuser@{HOST}"], ""),
     "local-delivered-receipt": ([f"mail@{HOST}"], "receipt"),
@@ -221,6 +222,9 @@ CASES: dict[str, tuple[list[str], str]] = {
     "comcast-bl000000": (["blocked@comcast.test"], ""),
     "comcast-dnsbl": (["spamhaus@comcast.test"], ""),
     "sender-domain-rejected": (["someone@strict.test"], ""),
+    "plain-local-user-unknown": ([f"nosuchuser@{HOST}"], "plain"),
+    "plain-yahoo-user-unknown": (["nobody1@yahoo.test"], "plain"),
+    "plain-icloud-over-quota": (["full@icloud.test"], "plain"),
     "three-recipients": (["nobody1@yahoo.test", "full@icloud.test", "nobody2@aol.test"], ""),
 }
 
@@ -286,14 +290,17 @@ def submit(cf: Path, port: int, name: str, recipients: list[str], options: str) 
     notify = ["NOTIFY=SUCCESS"] if options == "receipt" else []
     ret = ["RET=HDRS"] if options == "headers" else []
     try:
-        with smtplib.SMTP("127.0.0.1", port) as client:
-            client.ehlo("app.capture.test")
-            client.sendmail(sender, recipients, message, ret, notify)
-        return "smtp"
+        if options != "plain":
+            with smtplib.SMTP("127.0.0.1", port) as client:
+                client.ehlo("app.capture.test")
+                client.sendmail(sender, recipients, message, ret, notify)
+            return "smtp"
     except smtplib.SMTPException:  # every recipient refused, or the message at DATA
         pass
-    # -oem: mail errors back (the default prints them); -odb: deliver at once.
+    # -oem: mail errors back (the default prints them); -odb: deliver at once (in a child
+    # that keeps the command line's options, so SendMimeErrors=False holds).
     flags = ["-N", "success"] if notify else ["-R", "hdrs"] if ret else []
+    flags += ["-OSendMimeErrors=False"] if options == "plain" else []
     argv = ["-odb", "-oem", "-f", sender, *flags, *recipients]
     sendmail(cf, *argv, stdin=message.encode(), check=False)
     return "command line"
