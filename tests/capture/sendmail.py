@@ -41,6 +41,8 @@ What works here (Debian 12, root, no internet), found by trying:
 - Timeouts: Timeout.queuewarn=10s, Timeout.queuereturn=40s (texts say "for past 10
   seconds" / "could not be delivered for 40 seconds"). With 4s the warning went out
   before the first attempt (Status 2.0.0); the whole run takes about 50 s.
+- Output: each report as the sink received it, with ``Return-Path: <>`` (the envelope)
+  added; the names in ``HELD_BACK`` go to ``held_back/sendmail-NAME.eml`` instead.
 """
 
 from __future__ import annotations
