@@ -28,6 +28,97 @@ UTF-7…), quoted-printable and base64 undone, full-width forms folded
 
 from __future__ import annotations
 
+import re
+
+
+def _split_top(fragment: str) -> list[str]:
+    """The top-level alternatives of a regular expression fragment."""
+    parts: list[str] = []
+    depth, start, index, in_class = 0, 0, 0, False
+    while index < len(fragment):
+        char = fragment[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(fragment[start:index])
+            start = index + 1
+        index += 1
+    parts.append(fragment[start:])
+    return parts
+
+
+def _group_end(fragment: str) -> int:
+    """The index just past the group that opens ``fragment`` ("(?:…)")."""
+    depth, index, in_class = 0, 0, False
+    while index < len(fragment):
+        char = fragment[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return len(fragment)
+
+
+def _first_chars(fragment: str) -> set[str] | None:
+    """The characters a match of ``fragment`` can start with, or None when unsure."""
+    chars: set[str] = set()
+    for alternative in _split_top(fragment):
+        # Zero-width things in front don't consume: "\b", look-arounds.
+        while alternative.startswith(("\\b", "(?=", "(?!", "(?<=", "(?<!")):
+            skip = 2 if alternative.startswith("\\b") else _group_end(alternative)
+            alternative = alternative[skip:]
+        if alternative.startswith("(?:"):
+            end = _group_end(alternative)
+            if alternative[end : end + 1] in ("?", "*", "{"):
+                return None
+            inner = _first_chars(alternative[3 : end - 1])
+            if inner is None:
+                return None
+            chars |= inner
+        elif alternative.startswith("[") and "]" in alternative:
+            members = alternative[1 : alternative.index("]")]
+            if not members or any(char in members for char in "^-\\["):
+                return None
+            chars |= set(members)
+        elif not alternative or alternative[0] in "([\\.^$|)?*+{":
+            return None
+        else:
+            chars.add(alternative[0])
+    return chars
+
+
+def _guarded(fragment: str) -> str:
+    """``fragment`` behind a look-ahead for the characters its matches start with.
+
+    Python's engine tries every alternative at every position; one character class
+    first turns most positions away at once (the fragments are long alternations,
+    searched over whole reports). Unchanged when the first characters can't be told.
+    """
+    chars = _first_chars(fragment)
+    if not chars:
+        return fragment
+    return "(?=[" + "".join(re.escape(char) for char in sorted(chars)) + "])(?:" + fragment + ")"
+
+
 # Words for "the sender" before a CJK noun: "差出人のアドレスが存在しません" is about us.
 # Used after a look-ahead for the noun's first character, so that the look-behinds
 # run only where a noun starts.
@@ -37,9 +128,9 @@ _NOT_SENDER_CJK = (
 )
 
 #: The recipient's domain does not exist (hard, like an authoritative NXDOMAIN).
-DOMAIN_NOT_FOUND = (
+DOMAIN_NOT_FOUND = _guarded(
     r"домен\w{0,2} (?:\w+ ){0,2}не (?:найден|существует)|несуществующ\w{0,3} домен"
-    r"|(?:收件人)?域名(?:不存在|无效|無效|未找到)|ドメイン(?:が|は)?(?:存在しません|見つかりません)"
+    r"|域名(?:不存在|无效|無效|未找到)|ドメイン(?:が|は)?(?:存在しません|見つかりません)"
     r"|도메인(?:이|을|은)? ?(?:존재하지 않|찾을 수 없)"
     r"|domain\w{0,2} (?:existiert nicht|nicht gefunden|ist unbekannt)|unbekannte domain"
     r"|domaine (?:\w+ ){0,2}(?:inexistant|introuvable|inconnu)|domaine n'existe pas"
@@ -48,12 +139,12 @@ DOMAIN_NOT_FOUND = (
     r"|domena (?:\w+ )?nie istnieje|doména (?:\w+ )?neexistuje|domēns (?:\w+ )?neeksistē"
     r"|domänen (?:\w+ )?finns (?:inte|ej)|domænet (?:\w+ )?findes ikke|domenet (?:\w+ )?finnes ikke"
     r"|verkkotunnusta (?:\w+ )?ei (?:ole olemassa|löydy)|alan ad[ıi] (?:bulunamad[ıi]|mevcut değil)"
-    r"|(?:ο )?τομέας (?:\w+ )?δεν υπ[άα]ρχει"
+    r"|τομέας (?:\w+ )?δεν υπ[άα]ρχει"
 )
 
 #: The recipient does not exist (the convention's hard tier): "user unknown" and
 #: its kin, the account closed or disabled for good. The domain: :data:`DOMAIN_NOT_FOUND`.
-DEAD_ADDRESS = (
+DEAD_ADDRESS = _guarded(
     # German
     r"benutzer (?:ist )?unbekannt|unbekannter? (?:benutzer|empfänger|adresse|nutzer|mailbox)"
     r"|empfänger (?:ist )?unbekannt|existiert nicht|kein(?:e|en)? (?:solche[rns]? )?(?:benutzer"
@@ -72,11 +163,11 @@ DEAD_ADDRESS = (
     r"|\bno existe\b|destinatario (?:\w+ )?(?:desconocido|inexistente|no existe|no válido"
     r"|inválido)|direcci[oó]n (?:de correo (?:electr[oó]nico )?)?(?:inexistente|desconocida"
     r"|no existe|no válida|inválida)|buz[oó]n (?:\w+ )?(?:inexistente|no existe)"
-    r"|cuenta (?:\w+ ){0,2}(?:eliminada|cerrada|cancelada|dada de baja|inexistente)"
+    r"|cuenta (?:\w+ ){0,4}(?:eliminada|cerrada|cancelada|dada de baja|inexistente)"
     # Portuguese
     r"|usu[aá]rio (?:\w+ )?(?:desconhecido|inexistente|n[aã]o existe|n[aã]o encontrado)"
     r"|utilizador (?:\w+ )?(?:desconhecido|inexistente|n[aã]o existe|n[aã]o encontrado)"
-    r"|n[aã]o existe|conta (?:\w+ ){0,2}(?:inexistente|encerrada|cancelada|exclu[ií]da"
+    r"|n[aã]o existe|conta (?:\w+ ){0,3}(?:inexistente|encerrada|cancelada|exclu[ií]da"
     r"|desativada)\b|endere[çc]o (?:de e-?mail |eletr[oô]nico |electr[oó]nico )?(?:inexistente"
     r"|inv[aá]lido|desconhecido|n[aã]o encontrado)|destinat[aá]rio (?:\w+ )?(?:inexistente"
     r"|desconhecido|inv[aá]lido|n[aã]o encontrado)|caixa postal (?:\w+ )?inexistente"
@@ -138,6 +229,10 @@ DEAD_ADDRESS = (
     r"|存在しない(?:ユーザ|アドレス|メールアドレス|宛先|アカウント)"
     r"|ディレクトリに(?:リストされていません|存在しません|ありません|登録されていません)"
     r"|(?:アカウント|メールアドレス)(?:は|が)?(?:削除|廃止|解約)されて"
+    # The address itself as the subject ("addr" is the placeholder the convention
+    # puts where an address was: "taro@example.jpは存在しません").
+    r"|addr>?(?:は|が)?(?:存在しません|存在しない|見つかりません|不明です|登録されていません)"
+    r"|addr>?(?:不存在|无效|無效)|addr>?(?:는|은|이|가)? ?존재하지 않"
     # Chinese
     r"|(?=[用收邮郵电地信帐账帳使])"
     + _NOT_SENDER_CJK
@@ -154,7 +249,7 @@ DEAD_ADDRESS = (
 )
 
 #: The mailbox exists but is full (soft).
-MAILBOX_FULL = (
+MAILBOX_FULL = _guarded(
     r"postfach (?:\w+ ){0,3}voll\b|(?:postfach|mailbox|speicher)\w{0,8} (?:ist )?(?:voll"
     r"|überschritten|erschöpft)\b|speicherplatz (?:\w+ ){0,2}(?:überschritten|erschöpft"
     r"|nicht ausreichend)|boîte (?:\w+ ){0,3}(?:pleine|saturée)|boite (?:\w+ ){0,3}(?:pleine"
@@ -175,7 +270,7 @@ MAILBOX_FULL = (
     r"|(?:postilaatikko|sähköpostilaatikko) (?:\w+ ){0,2}täynnä|kiintiö (?:on )?(?:ylittynyt|täynnä"
     r"|ylitetty)"
     r"|posta kutusu (?:\w+ ){0,2}dolu|kota (?:aş[ıi]ld[ıi]|asildi)"
-    r"|(?:γραμματοκιβ[ώω]τιο|θυρ[ίι]δα) (?:\w+ ){0,2}(?:γεμ[άα]τ[οη]|πλ[ήη]ρες)"
+    r"|(?:γραμματοκιβ[ώω]τιο|θυρ[ίι]δα) (?:\w+ ){0,3}(?:γεμ[άα]τ[οη]|πλ[ήη]ρες)"
     r"|(?:ящик|почта)\w{0,3} (?:\w+ ){0,2}(?:переполнен|заполнен|полон)|переполнен"
     r"|превышен\w{0,2} (?:квот|лимит|размер|объ[её]м)|квота (?:\w+ ){0,2}превышен"
     r"|недостаточно места"
@@ -189,7 +284,7 @@ MAILBOX_FULL = (
 
 #: The account is suspended, blocked, locked or disabled for now (soft: it may come
 #: back). Checked before :data:`DEAD_ADDRESS` (the convention's mailbox-state tier).
-SUSPENDED = (
+SUSPENDED = _guarded(
     r"(?:konto|postfach|benutzer|account|mailbox)\w{0,10} (?:\w+ ){0,3}(?:gesperrt|vorübergehend"
     r" deaktiviert|stillgelegt)|vorübergehend (?:gesperrt|deaktiviert|nicht verfügbar)"
     r"|(?:compte|boîte|boite|adresse) (?:\w+ ){0,3}(?:suspendue?|bloquée?|temporairement"
@@ -220,7 +315,7 @@ SUSPENDED = (
 #: Our sender address or domain named in other languages (the convention's
 #: sender-side tier): "Адрес отправителя не существует" is about us. Not as a field
 #: label ("发件人: …", "Отправитель: …" in a report's summary of the original).
-SENDER_SIDE = (
+SENDER_SIDE = _guarded(
     r"(?:отправител|发件人|發件人|寄件人|寄件者|发信人|發信人|差出人|送信者|送信元|발신자"
     r"|보낸 ?사람"
     r"|송신자|absender|expéditeur|remitente|remetente|mittente|afzender|nadawc|odesílatel"
@@ -229,14 +324,14 @@ SENDER_SIDE = (
 )
 
 #: Policy refusals in other languages: spam, blocklists, refusals (soft).
-POLICY = (
+POLICY = _guarded(
     r"спам|черн\w{0,3} спис|垃圾邮件|垃圾郵件|黑名单|黑名單|迷惑メール|スパム|ブラックリスト"
     r"|受信拒否|拒否されました|스팸|블랙리스트|수신 ?거부|lista negra|liste noire|schwarze liste"
     r"|czarn\w{0,3} list|zwarte lijst|svartlist|sortlist|kara liste|ανεπιθ[ύυ]μητ"
 )
 
 #: Temporary failures named in other languages ("try again later") (soft).
-TEMPORARY = (
+TEMPORARY = _guarded(
     r"временн\w{0,3} (?:ошибк|сбо|проблем|недоступ)|попробуйте (?:позже|ещё|еще)"
     r"|повторите попытку|一時的|しばらく(?:して|時間をおいて)|暂时|暫時|稍后再试|稍後再試"
     r"|일시적|vorübergehend|später erneut|temporairement|réessayer|ultérieurement"
@@ -246,14 +341,14 @@ TEMPORARY = (
 )
 
 #: "No longer": generic, decided by the status like its English form.
-NO_LONGER = (
+NO_LONGER = _guarded(
     r"\bnicht mehr\b|\bn'est plus\b|\bya no\b|\bnon (?:è|e) più\b|\bnão (?:é|está) mais\b"
     r"|\bniet meer\b|\bjuż nie\b|\bуже не\b|\bбольше не\b"
 )
 
 #: Subjects of bounce reports. A subject alone can make a report a bounce: each
 #: phrase here is one that only mail software puts in a subject.
-BOUNCE_SUBJECT = (
+BOUNCE_SUBJECT = _guarded(
     r"unzustellbar|nicht zustellbar|nicht zugestellt|zustellung fehlgeschlagen|rückläufer"
     r"|non remis|n'a pas pu|échec de (?:la )?remise|echec de (?:la )?remise|non délivré"
     r"|non distribué|message retourné|erreur de distribution"
@@ -273,7 +368,7 @@ BOUNCE_SUBJECT = (
 )
 
 #: Sentences that make a report a bounce together with another sign.
-WEAK_BOUNCE_MARKER = (
+WEAK_BOUNCE_MARKER = _guarded(
     r"konnte nicht zugestellt|konnte nicht (?:ausgeliefert|zugestellt) werden"
     r"|n'a pas pu être (?:remis|distribué|délivré)|impossible de (?:remettre|distribuer)"
     r"|no (?:se )?pud(?:o|e) (?:ser )?entregar|no (?:ha podido|se ha podido) (?:ser )?entrega"
@@ -294,7 +389,7 @@ WEAK_BOUNCE_MARKER = (
 )
 
 #: A delay: delivery is still being tried.
-DELAY = (
+DELAY = _guarded(
     r"zustellung verzögert|noch nicht zugestellt|remise différée|pas encore été (?:remis"
     r"|distribué)|entrega (?:retrasada|demorada)|todavía no se ha entregado"
     r"|ainda não foi entregue|consegna ritardata|non è ancora stato (?:recapitato|consegnato)"
@@ -306,7 +401,7 @@ DELAY = (
 )
 
 #: Subjects of auto-replies (out of office, vacation, automatic answer).
-AUTO_REPLY_SUBJECT = (
+AUTO_REPLY_SUBJECT = _guarded(
     r"abwesenheit|réponse automatique|respuesta autom[aá]tica|risposta automatica"
     r"|automatisch antwoord|resposta autom[aá]tica|automaattinen vastaus"
     r"|automatyczna odpowied|автоответ|автоматический ответ|自動返信|自动回复|自動回覆"
@@ -318,7 +413,7 @@ AUTO_REPLY_SUBJECT = (
 )
 
 #: Opening sentences of auto-replies that carry no RFC 3834 header.
-AUTO_REPLY_BODY = (
+AUTO_REPLY_BODY = _guarded(
     r"\bich bin (?:bis|vom|ab|derzeit|zurzeit|momentan|nicht|im urlaub)\b|\bnicht im büro"
     r"|\bje suis (?:actuellement )?(?:absente?|en congés?)\b|\bestoy fuera de la oficina"
     r"|\bme encuentro fuera|\bestoy de vacaciones|\bsono (?:fuori ufficio|assente|in ferie)"
