@@ -167,7 +167,7 @@ def _reporting_host(report: Report) -> str:
 # message:". The forwarded message's header lines follow it.
 _INLINE_FORWARD_RE = re.compile(
     r"^[ \t]*(?:-{2,}[ \t]*(?:forwarded message|original message|message transféré"
-    r"|weitergeleitete nachricht)[ \t]*-*|begin forwarded message:)[ \t]*$",
+    r"|weitergeleitete nachricht)(?:[ \t]{0,20}-{1,40})?|begin forwarded message:)[ \t]{0,20}$",
     re.IGNORECASE | re.MULTILINE,
 )
 _FORWARD_FIELD_RE = re.compile(
