@@ -323,6 +323,25 @@ def test_part_text_decodes_each_charset(content_type, body, expected):
     assert expected in _part(content_type, body)
 
 
+@pytest.mark.parametrize(
+    ("text", "codec"),
+    [
+        ("宛先のメールアドレスは存在しません。ユーザ不明", "cp932"),
+        ("宛先のメールアドレスは存在しません。", "euc_jp"),
+        ("받는 사람의 메일 주소가 존재하지 않습니다", "cp949"),
+        ("原因：收件人地址不存在 (zhang@qq.example)", "gbk"),
+        ("Пользователь не найден, почтовый ящик", "cp1251"),
+        ("Пользователь не найден, почтовый ящик", "koi8_r"),
+        ("Der Empfänger ist unbekannt. Grüße aus München", "cp1252"),
+        ("Boîte aux lettres pleine, adresse erronée", "latin-1"),
+    ],
+)
+def test_undeclared_8bit_text_is_read_in_the_charset_its_bytes_show(text, codec):
+    assert _part("text/plain", text.encode(codec)) == text.replace("：", ":")
+    raw_subject = text.encode(codec).decode("ascii", "surrogateescape")
+    assert decode_header_value(raw_subject) == text.replace("：", ":")
+
+
 def test_iso_2022_jp_nec_row_13_and_half_width_katakana():
     # ① in JIS row 13 (NEC special characters, as Windows writes them), then ESC ( I kana.
     body = b"\x1b$B-!\x1b(B \x1b(I6^\x1b(B"

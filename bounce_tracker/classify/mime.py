@@ -185,6 +185,63 @@ def _clean(text: str) -> str:
     return _fold_width(text) if _WIDTH_RE.search(text) else text
 
 
+_KANA_RE = re.compile("[\u3041-\u3096\u30a1-\u30fa\u30fc]")
+_HANGUL_RE = re.compile("[\uac00-\ud7a3]")
+_HAN_RE = re.compile("[\u4e00-\u9fff\uf900-\ufaff]")
+_HIGH_RUN_RE = re.compile(rb"[\x80-\xff]+")
+_EUC_CN_RE = re.compile(rb"(?:[\x00-\x7f]++|[\xa1-\xf7][\xa1-\xfe])*+")
+_CYRILLIC_RE = re.compile("[\u0410-\u044f\u0401\u0451]")
+_LOWER_CYRILLIC_RE = re.compile("[\u0430-\u044f\u0451]")
+_LATIN_LETTER_RE = re.compile("[A-Za-z]")
+# How much of an undeclared text the guess reads.
+_SNIFF_BYTES = 16 * 1024
+
+
+def _strict(data: bytes, codec: str) -> str | None:
+    try:
+        return data.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def _sniff(data: bytes) -> str | None:
+    """The charset of undeclared 8-bit text that isn't UTF-8, when the text says so.
+
+    Only what the bytes show beyond doubt: Japanese (EUC-JP or Shift_JIS text has
+    kana, which Chinese and Korean text never has), Korean (CP949 decodes to Hangul
+    syllables and next to no Hanja), Chinese (every 8-bit byte in a GB2312 pair),
+    Russian (most letters are Cyrillic in windows-1251; KOI8-R when the
+    windows-1251 reading is mostly capitals, as KOI8-R's lower case reads there).
+    Anything else is left to windows-1252, as before.
+    """
+    head = data[:_SNIFF_BYTES]
+    # Don't cut a multi-byte character in two at the end of the sample.
+    head = head[: len(head) - 1] if len(data) > _SNIFF_BYTES and head[-1] >= 0x80 else head
+    for codec in ("euc_jp", "cp932"):
+        text = _strict(head, codec)
+        if text is not None and len(_KANA_RE.findall(text)) >= 2:
+            return codec
+    text = _strict(head, "cp949")
+    if text is not None:
+        hangul = len(_HANGUL_RE.findall(text))
+        hanja = len(_HAN_RE.findall(text))
+        if hangul >= 2 and hanja * 10 <= hangul:
+            return "cp949"
+    # Runs of 8-bit bytes: words in Cyrillic text (a space between them), whole
+    # phrases in Chinese (no spaces).
+    runs = [len(run) for run in _HIGH_RUN_RE.findall(head)]
+    long_runs = bool(runs) and sum(runs) >= 10 * len(runs)
+    # EUC-CN's shape (GB2312): every 8-bit byte in a pair of A1-F7, A1-FE.
+    if long_runs and _EUC_CN_RE.fullmatch(head) and _strict(head, "gb18030") is not None:
+        return "gb18030"
+    text = head.decode("cp1251", "replace")
+    cyrillic = len(_CYRILLIC_RE.findall(text))
+    if cyrillic >= 4 and cyrillic >= len(_LATIN_LETTER_RE.findall(text)):
+        lower = len(_LOWER_CYRILLIC_RE.findall(text))
+        return "cp1251" if lower * 2 >= cyrillic else "koi8_r"
+    return None
+
+
 def _decode_bytes(data: bytes, charset: str | None) -> str:
     """``data`` as text in ``charset`` (else UTF-8, else cp1252), never with surrogates.
 
@@ -206,7 +263,8 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
         try:
             return _clean(data.decode("utf-8"))
         except UnicodeDecodeError:
-            return _clean(data.decode("cp1252", "replace"))
+            name = _sniff(data) or "cp1252"
+            return _clean(data.decode(name, "replace"))
     for candidate in (name, *_FALLBACKS.get(name, ("utf-8",))):
         try:
             return _clean(data.decode(candidate))
@@ -270,7 +328,8 @@ def decode_header_value(value: str) -> str:
     """A header value as readable text: 8-bit, raw ISO-2022-JP and RFC 2047 words
     decoded, unfolded."""
     text = value[:MAX_HEADER_CHARS].encode("utf-8", "surrogateescape")
-    decoded = _decode_bytes(text, "utf-8")
+    # Raw 8-bit headers carry no charset: UTF-8, else what the bytes show (_sniff).
+    decoded = _decode_bytes(text, None)
     if "=?" in decoded:
         decoded = _BETWEEN_WORDS_RE.sub(r"\1", decoded)
         decoded = _decode_words(decoded)
