@@ -342,6 +342,16 @@ def test_undeclared_8bit_text_is_read_in_the_charset_its_bytes_show(text, codec)
     assert decode_header_value(raw_subject) == text.replace("：", ":")
 
 
+def test_an_html_part_names_its_charset_in_a_meta_tag():
+    html = (
+        '<html><head><meta http-equiv="Content-Type" content="text/html; charset=koi8-r">'
+        "</head><body><p>Пользователь не найден</p></body></html>"
+    )
+    assert "Пользователь не найден" in _part("text/html", html.encode("koi8_r"))
+    html5 = '<meta charset="Shift_JIS"><p>ユーザ不明</p>'
+    assert "ユーザ不明" in _part("text/html", html5.encode("cp932"))
+
+
 def test_iso_2022_jp_nec_row_13_and_half_width_katakana():
     # ① in JIS row 13 (NEC special characters, as Windows writes them), then ESC ( I kana.
     body = b"\x1b$B-!\x1b(B \x1b(I6^\x1b(B"

@@ -416,10 +416,21 @@ def _leaf_bytes(message: Message) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+_META_CHARSET_RE = re.compile(
+    rb"(?i)<meta\b[^<>]{0,300}?charset\s*=\s*[\"']?([A-Za-z0-9_.:-]{1,40})"
+)
+
+
 def part_text(message: Message, limit: int = MAX_TEXT_CHARS) -> str:
     """The decoded text of a leaf part (or of a field part), at most ``limit`` characters."""
     if not message.is_multipart():
-        return _decode_bytes(_leaf_bytes(message)[: limit * 4], _charset(message))[:limit]
+        data = _leaf_bytes(message)[: limit * 4]
+        charset = _charset(message)
+        if charset is None and content_type_of(message) == "text/html":
+            # An HTML part often names its charset only in a <meta> tag.
+            meta = _META_CHARSET_RE.search(data[:4096])
+            charset = meta.group(1).decode("ascii") if meta else None
+        return _decode_bytes(data, charset)[:limit]
     # A field part (message/delivery-status…) the parser split into header blocks.
     encoded = _rebuild_fields(children(message, _MAX_FIELD_BLOCKS))
     cte = str(message.get("content-transfer-encoding", "")).strip().lower()[:40]
