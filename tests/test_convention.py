@@ -19,6 +19,9 @@ from bounce_tracker.classify.classifier import classify_reply
 from bounce_tracker.classify.convention import (
     DEAD_ADDRESS,
     GENERIC_DEAD,
+    MAILBOX_STATE,
+    POLICY,
+    SENDER_SIDE,
     TIERS,
     WEAK_DEAD,
     decide,
@@ -211,7 +214,7 @@ SOFT_EXAMPLES = [
     ),
     ("DNS lookup failed for x.example: SERVFAIL", "5.4.4"),
     ("connect to mx.example.org[192.0.2.7]:25: Connection timed out", "4.4.1"),
-    ("554 5.4.6 Too many hops, mail loop detected", "5.4.6"),
+    ("554 5.4.6 Mail loop detected", "5.4.6"),
     ("554 5.3.0 Internal server error", "5.3.0"),
     # A 5.7.x status never makes hard by itself.
     ("550 5.7.1 Message refused", "5.7.1"),
@@ -430,6 +433,43 @@ COUNTER_EXAMPLES = [
 ]
 
 
+# One example for every rule of the soft tiers (sender side, mailbox state, policy):
+# (rule expected to decide, text, DSN status). The sender-side and mailbox-state ones
+# also carry dead-address words, which their tier outranks.
+SOFT_TIER_EXAMPLES = [
+    (
+        "sender rejected",
+        "553 5.1.1 <s@shop.example>: Sender address rejected: User unknown",
+        "5.1.1",
+    ),
+    ("sender invalid", "550 5.1.1 Unverified sender: no such user", "5.1.1"),
+    ("mail from", "550 5.1.0 No such user (in reply to MAIL FROM command)", "5.1.0"),
+    ("sender authentication", "550 5.7.26 Unauthenticated mail: SPF check failed", "5.7.26"),
+    ("client host", "550 5.7.1 Client host rejected: cannot find your hostname", "5.7.1"),
+    ("sending host", "550 5.7.1 We no longer accept mail from this network", "5.7.1"),
+    ("mailbox full", "552 5.1.1 <alice@example.org>: user unknown or mailbox full", "5.1.1"),
+    ("temporarily disabled", "550 5.2.1 Account temporarily disabled", "5.2.1"),
+    ("mailbox suspended", "550 5.2.1 This mailbox has been suspended", "5.2.1"),
+    ("suspended (translated)", "550 5.2.1 Аккаунт временно заблокирован", "5.2.1"),
+    ("spam", "550 5.7.1 Spam detected", "5.7.1"),
+    ("blocked", "554 5.7.1 Blocked by local blocklist", "5.7.1"),
+    ("reputation", "550 5.7.1 Low reputation score", "5.7.1"),
+    ("policy (translated)", "550 5.7.1 Письмо отклонено как спам", "5.7.1"),
+    ("policy", "550 5.7.1 Delivery not authorized, message refused by policy", "5.7.1"),
+    ("authentication", "530 5.7.0 Authentication required", "5.7.0"),
+    ("content", "554 5.6.0 Message content rejected", "5.6.0"),
+    ("too large", "552 5.3.4 Message size exceeds fixed limit", "5.3.4"),
+    ("rate limited", "450 4.7.1 Too many messages, slow down", "4.7.1"),
+    ("temporary", "451 4.3.0 Temporary local problem, try again later", "4.3.0"),
+    ("tls", "530 5.7.0 Must issue a STARTTLS command first", "5.7.0"),
+    ("network", "connect to mx.example.org[192.0.2.1]:25: Connection timed out", "4.4.1"),
+    ("loop", "554 5.4.6 Mail loop detected", "5.4.6"),
+    ("expired", "Message expired after 5 days in queue", "4.4.7"),
+    ("relay denied", "554 5.7.1 <alice@example.org>: Relay access denied", "5.7.1"),
+    ("system error", "554 5.3.0 Internal server error", "5.3.0"),
+]
+
+
 def _both(text: str, status: str) -> tuple[BounceKind, str, BounceKind, str]:
     reply = classify_reply(text, source="smtp")
     message = classify_message(_dsn(status, text))
@@ -489,6 +529,19 @@ def test_counter_examples_match_the_hard_rules_pattern_where_the_words_are_its_o
     # The edge-blocking rule needs 5.4.1 or an AS() code: its counter-example shares
     # only the words, which is the point.
     assert tripped == set(by_name) - {"access denied (directory-based edge blocking)"}
+
+
+@pytest.mark.parametrize(("rule", "text", "status"), SOFT_TIER_EXAMPLES)
+def test_each_soft_tier_rule_is_soft_at_send_time_and_in_a_dsn(rule, text, status):
+    reply_kind, reply_reason, dsn_kind, dsn_reason = _both(text, status)
+    assert reply_kind == SOFT, reply_reason
+    assert dsn_kind == SOFT, dsn_reason
+    assert failure_kind(status, text) == (SOFT, f"text:{rule}")
+
+
+def test_every_soft_tier_rule_has_an_example():
+    rules = {rule.name for tier in (SENDER_SIDE, MAILBOX_STATE, POLICY) for rule in tier.rules}
+    assert rules == {rule for rule, _, _ in SOFT_TIER_EXAMPLES}
 
 
 # --- the order of precedence ---------------------------------------------------------
