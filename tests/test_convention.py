@@ -118,6 +118,12 @@ HARD_EXAMPLES = [
     ("closed", "550 x@example.org... User account expired", "5.0.0"),
     ("closed", "550 user has left the company", "5.0.0"),
     ("no such user", "550 User has no mailbox", "5.0.0"),
+    (
+        "user unknown",
+        "550 5.1.1 <alice@example.org>: Recipient address rejected: undeliverable address:"
+        ' unknown user: "alice"',
+        "5.1.1",
+    ),
     ("closed", "550 5.1.1 The mailbox has been discontinued", "5.1.1"),
     ("disabled", "550 5.2.1 The email account that you tried to reach is disabled.", "5.2.1"),
     ("disabled", "554 5.2.1 This mailbox is deactivated", "5.2.1"),
@@ -331,6 +337,13 @@ COUNTER_EXAMPLES = [
         "account has expired",
         "550 5.7.1 Your account has expired, renew your subscription to send mail",
         "5.7.1",
+    ),
+    (
+        "unknown user",
+        "undeliverable address",
+        "550 5.1.1 <alice@example.org>: Recipient address rejected: undeliverable address:"
+        " connect to mx.example.org[192.0.2.1]:25: Connection refused",
+        "5.1.1",
     ),
     (
         "no such user",

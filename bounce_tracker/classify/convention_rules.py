@@ -173,9 +173,13 @@ DEAD_ADDRESS = Tier(
             "unknown user",
             "'unknown user', 'invalid recipient', 'not a valid mailbox'…",
             r"\b(?:unknown|invalid|bad|nonexist\w*|non-existent|inexist\w*|illegal|unrouteable"
-            r"|unroutable|undeliverable|disallowed) (?:local |e-?mail |destination |recipient )?"
+            r"|unroutable|disallowed) (?:local |e-?mail |destination |recipient )?"
             r"(?:user|users|recipient|recipients|mailbox|address|e-?mail address|account"
             r"|addressee|alias|mailbox address|local ?part|destination address)\b"
+            # Postfix's "undeliverable address: <the probe's reason>" (address
+            # verification): the reason after the colon decides, e.g. a connection failure.
+            r"|\bundeliverable (?:e-?mail |destination |recipient )?(?:user|recipient|mailbox"
+            r"|address|e-?mail address|account)\b(?!:)"
             r"|\bnot (?:a )?(?:valid|known|local|existing) (?:user|recipient|mailbox|address"
             r"|e-?mail address|account)|\bis not a valid mailbox",
         ),
