@@ -361,7 +361,7 @@ BOUNCE_SUBJECT = _guarded(
     r"|ej levererbart|olevererbar|kunde inte levereras|ikke levere|kunne ikke leveres"
     r"|ikke leveret|ikke levert|toimitus epäonnistui|ei voitu toimittaa|toimittamaton"
     r"|teslim edilemedi|iletilemedi|αδυναμία παράδοσης|δεν παραδόθηκε|αποτυχία παράδοσης"
-    r"|недоставл|не доставлен|ошибка доставки|возврат (?:письма|сообщения)"
+    r"|недоставл|не доставлен|ошибка доставки|возврат (?:письма|сообщения)|не удается доставить"
     r"|配信不能|配送不能|配信エラー|送信エラー|配送エラー|メールエラー通知|配信失敗|送信失敗|不達"
     r"|宛先不明|無法傳遞|无法投递|無法投遞|退信|投递失败|投遞失敗|发送失败|發送失敗|未送达|未送達"
     r"|邮件被退回|郵件被退回|메일 발송 실패|발송 ?실패|전송 ?실패|배달 ?실패|메일 반송|반송된 메일"
@@ -380,12 +380,41 @@ WEAK_BOUNCE_MARKER = _guarded(
     r"|nevarēja (?:tikt )?piegādāt|netika piegādāt|kunde inte levereras|gick inte att leverera"
     r"|kunne ikke (?:leveres|levere)|ble ikke levert|blev ikke leveret|ei voitu toimittaa"
     r"|teslim edilemedi|iletilemedi|δεν (?:ήταν δυνατή|μπόρεσε) .{0,20}παράδοση"
-    r"|не (?:может быть|могло быть|было|удалось) доставлен|не удалось доставить"
+    r"|не (?:может быть|могло быть|было|удалось) (?:доставлен|отправлен)|не удалось доставить"
     r"|не был[ао]? доставлен|невозможно доставить"
     r"|(?:メール|メッセージ)(?:を|は|が)?(?:配信|送信|配送)(?:できません|出来ません|されません"
     r"|できませんでした)|送信できませんでした|配信できませんでした|宛先に(?:届きません|送信できません)"
     r"|(?:邮件|郵件|信件)(?:无法|無法|未能|不能)(?:投递|投遞|送达|送達|发送|發送)"
     r"|(?:메일|메시지)(?:이|을|를)? ?(?:전송|발송|배달)(?:되지 못|할 수 없|에 실패|하지 못)"
+)
+
+#: Sentences only mail software writes (a report on their own): Exchange's localized
+#: non-delivery reports ("Diagnostic information for administrators", "Delivery has
+#: failed to these recipients or groups") and their kin.
+STRONG_BOUNCE_MARKER = _guarded(
+    r"diagnoseinformationen für administratoren|informations de diagnostic pour les"
+    r" administrateurs|información de diagnóstico para administradores|informações de"
+    r" diagnóstico para administradores|informazioni di diagnostica per gli amministratori"
+    r"|diagnostische gegevens voor beheerders|informacje diagnostyczne dla administratorów"
+    r"|diagnostické informace pro správce|diagnostisk information för administratörer"
+    r"|диагностические сведения для администраторов|管理者向けの診断情報|管理员的诊断信息"
+    r"|系統管理員的診斷資訊|관리자를 위한 진단 정보"
+    r"|не удалось выполнить доставку следующим получателям"
+    r"|次の受信者またはグループへの配信に失敗しました"
+    r"|die zustellung an folgende empfänger oder gruppen ist fehlgeschlagen"
+    r"|la remise à ces destinataires ou groupes a échoué|échec de la remise à ces destinataires"
+    r"|error en la entrega a estos destinatarios o grupos"
+)
+
+#: Where an inline copy of the original message starts in a localized report (its
+#: words must not decide): "Original message headers" and the like.
+ORIGINAL_START = _guarded(
+    r"ursprüngliche nachrichtenkopfzeilen|en-têtes de message d'origine|encabezados originales"
+    r" del mensaje|cabeçalhos originais da mensagem|intestazioni originali del messaggio"
+    r"|oorspronkelijke berichtkoppen|oryginalne nagłówki wiadomości|исходные заголовки сообщения"
+    r"|元のメッセージ ?ヘッダー|原始邮件头|原始郵件標頭|원본 메시지 헤더|----- 元のメッセージ"
+    r"|----- 原始邮件|----- исходное сообщение|----- ursprüngliche nachricht"
+    r"|----- message d'origine|----- mensaje original"
 )
 
 #: A delay: delivery is still being tried.
