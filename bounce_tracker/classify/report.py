@@ -12,7 +12,7 @@ envelope, our sender, and system mailboxes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 
 from bounce_tracker.classify.dsn import iter_fields
@@ -95,6 +95,9 @@ class Report:
     tail: str
     excluded: frozenset[str]
     excluded_domains: frozenset[str]
+    #: Whole-report answers computed once (e.g. whether its words announce a failure),
+    #: however many recipients ask: see :func:`~bounce_tracker.classify.wording.looks_failed`.
+    memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, root: Message) -> Report:

@@ -115,11 +115,17 @@ HOST_SENTENCE_RE = re.compile(
 
 
 def looks_failed(report: Report) -> bool:
-    """The subject or text announce a failure rather than a delay."""
-    head = f"{report.subject}\n{report.text[:65536]}"
-    if _DELAY_RE.search(head) and not _PERMANENT_RE.search(head):
-        return False
-    return bool(SUBJECT_BOUNCE_RE.search(report.subject) or _PERMANENT_RE.search(head))
+    """The subject or text announce a failure rather than a delay (computed once per report:
+    a DSN asks for each recipient that lacks an Action)."""
+    cached = report.memo.get("looks_failed")
+    if cached is None:
+        head = f"{report.subject}\n{report.text[:65536]}"
+        if _DELAY_RE.search(head) and not _PERMANENT_RE.search(head):
+            cached = False
+        else:
+            cached = bool(SUBJECT_BOUNCE_RE.search(report.subject) or _PERMANENT_RE.search(head))
+        report.memo["looks_failed"] = cached
+    return cached
 
 
 def delay_wording(text: str) -> bool:
@@ -129,5 +135,9 @@ def delay_wording(text: str) -> bool:
 
 def is_delay(report: Report) -> bool:
     """The subject or text announce a delay (delivery still being tried), not a failure."""
-    head = f"{report.subject}\n{report.text[:65536]}"
-    return bool(_DELAY_RE.search(head)) and not _PERMANENT_RE.search(head)
+    cached = report.memo.get("is_delay")
+    if cached is None:
+        head = f"{report.subject}\n{report.text[:65536]}"
+        cached = bool(_DELAY_RE.search(head)) and not _PERMANENT_RE.search(head)
+        report.memo["is_delay"] = cached
+    return cached
