@@ -342,6 +342,25 @@ def test_undeclared_8bit_text_is_read_in_the_charset_its_bytes_show(text, codec)
     assert decode_header_value(raw_subject) == text.replace("：", ":")
 
 
+@pytest.mark.parametrize(
+    ("label", "codec", "text"),
+    [
+        ("cp50220", "iso2022_jp", "宛先不明"),
+        ("x-iso-2022-jp", "iso2022_jp", "宛先不明"),
+        ("euc-jp-ms", "euc_jp", "宛先不明"),
+        ("sjis-win", "cp932", "宛先不明"),
+        ("windows-936", "gbk", "用户不存在"),
+        ("x-big5", "cp950", "收件者不存在"),
+        ("x-mac-cyrillic", "mac_cyrillic", "Пользователь"),
+        ("x-cp1250", "cp1250", "Użytkownik"),
+        ("cp-1251", "cp1251", "Пользователь"),
+        ("unicode-1-1-utf-8", "utf-8", "Пользователь"),
+    ],
+)
+def test_charset_names_python_does_not_know(label, codec, text):
+    assert _part(f"text/plain; charset={label}", text.encode(codec)) == text
+
+
 def test_an_html_part_names_its_charset_in_a_meta_tag():
     html = (
         '<html><head><meta http-equiv="Content-Type" content="text/html; charset=koi8-r">'

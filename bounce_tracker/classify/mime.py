@@ -79,7 +79,24 @@ _CHARSET_ALIASES = {
     "x-windows-949": "cp949",
     "ks_c_5601": "cp949",
     "iso-8859-8-i": "iso8859-8",
+    # Microsoft's ISO-2022-JP and EUC-JP variants (NEC and IBM extensions).
+    "cp50220": "iso2022_jp",
+    "cp50221": "iso2022_jp_ext",
+    "cp50222": "iso2022_jp_ext",
+    "iso-2022-jp-ms": "iso2022_jp",
+    "euc-jp-ms": "euc_jis_2004",
+    "cp51932": "euc_jis_2004",
+    "sjis-open": "cp932",
+    "sjis-win": "cp932",
+    "shift-jis": "cp932",
+    "cn-big5": "cp950",
+    "unicode-1-1-utf-8": "utf-8",
+    "utf-8n": "utf-8",
+    "unicode20utf8": "utf-8",
+    "utf8mb4": "utf-8",
+    "ansi_x3.4-1968": "ascii",
 }
+_CODEPAGE_RE = re.compile(r"^(?:windows|win|cp|ms)[-_]?(\d{3,5})$")
 _CODEC_UPGRADES = {
     "shift_jis": "cp932",
     "gb2312": "gb18030",
@@ -123,7 +140,13 @@ def _codec(charset: str | None) -> str | None:
     try:
         info = codecs.lookup(label)
     except (LookupError, ValueError, TypeError):
-        return None
+        # "x-big5", "x-mac-cyrillic", "windows-936", "cp-1250": the same name plainer.
+        plain = _CODEPAGE_RE.sub(r"cp\1", label.removeprefix("x-"))
+        plain = _CHARSET_ALIASES.get(plain, plain)
+        try:
+            info = codecs.lookup(plain)
+        except (LookupError, ValueError, TypeError):
+            return None
     if info.name in _UNSAFE_CODECS or not getattr(info, "_is_text_encoding", True):
         return None
     if info.name == "ascii":
