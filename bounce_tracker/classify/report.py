@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
+from bounce_tracker.classify import languages
 from bounce_tracker.classify.dsn import iter_fields
 from bounce_tracker.classify.limits import MAX_BOUNCE_TEXT
 from bounce_tracker.classify.mime import (
@@ -43,7 +44,9 @@ _ORIGINAL_START_RE = re.compile(
     r"|forwarded message|copy of the original|header of the original)"
     r"|^[ \t]*-+[ \t]*original message[ \t]*-+|^[ \t]*original message headers"
     r"|^[ \t]*(?:the )?original message (?:follows|headers? follows?)"
-    r"|^received: from |^return-path: <",
+    r"|^received: from |^return-path: <"
+    # Localized reports: "Исходные заголовки сообщения", "元のメッセージ ヘッダー"…
+    r"|^[ \t]*(?:" + languages.ORIGINAL_START + ")",
     re.IGNORECASE | re.MULTILINE,
 )
 _RECEIVED_FOR_RE = re.compile(r"\bfor\s+<?([^<>\s;]{1,254}@[^<>\s;]{1,254})>?", re.IGNORECASE)

@@ -53,7 +53,9 @@ STRONG_MARKER_RE = re.compile(
     r"|smtp error from remote (?:mail )?server|technical details of (?:permanent|temporary)"
     r" failure|error that the other server returned|response from the remote server was"
     r"|does not like recipient\.|giving up on \S{1,255}\.|the following message to .{0,100}"
-    r" was undeliverable|running the courier mail server",
+    r" was undeliverable|running the courier mail server"
+    # Exchange's localized NDR sentences ("Diagnoseinformationen für Administratoren"…).
+    r"|" + languages.STRONG_BOUNCE_MARKER,
     re.IGNORECASE,
 )
 # Wording that is a bounce only with another sign (a bounce subject, a null sender…).
