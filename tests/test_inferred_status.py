@@ -39,6 +39,12 @@ HARD, SOFT, DELAYED = BounceKind.HARD, BounceKind.SOFT, BounceKind.DELAYED
         ("5.0.0", "Message rejected as spam", SOFT, "5.7.1"),
         (None, "554 rejected due to policy", SOFT, "5.7.1"),
         ("4.0.0", "temporarily refused: sender is on a block list", DELAYED, "4.7.1"),
+        # No row of the table: the convention's deciding rule names the status.
+        (None, "Diagnostic: unrecognized O/R name", HARD, "5.1.1"),
+        ("5.0.0", "550 Benutzer unbekannt", HARD, "5.1.1"),
+        (None, "550 Mailbox temporarily disabled", SOFT, "5.2.1"),
+        (None, "554 Mail loop detected", SOFT, "5.4.6"),
+        (None, "550 user has left the company", HARD, "5.2.1"),
     ],
 )
 def test_clear_wording_gives_a_status_of_the_reports_class(status, text, kind, expected):

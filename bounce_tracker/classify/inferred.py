@@ -8,8 +8,10 @@ recorded ``status`` column never holds a code nobody sent). The class digit come
 from the report: its own status or reply code when it has one, else ``4`` for a
 delay and ``5`` for a failure.
 
-Only clear wording counts: exactly one row of :data:`INFERRED_STATUSES` matches,
-and it agrees with the kind already decided (a "user unknown" inside a failure
+Only clear wording counts: exactly one row of :data:`INFERRED_STATUSES` matches
+(or, when none does, the convention's rule that decides the wording names one
+status, :data:`RULE_STATUSES`: other languages and vendors' words), and it agrees
+with the kind already decided (a "user unknown" inside a failure
 that was judged soft, e.g. a policy refusal that names the recipient, infers
 nothing). The admin shows the same inference beside a stored event's status, from
 the stored status, diagnostic and kind, so both read the same function.
@@ -20,7 +22,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from bounce_tracker.classify.diagnosis import basic_codes, normalize_status, normalize_text
+from bounce_tracker.classify.convention_rules import DEAD_ADDRESS
+from bounce_tracker.classify.diagnosis import (
+    basic_codes,
+    failure_kind,
+    normalize_status,
+    normalize_text,
+)
 from bounce_tracker.core.kinds import BounceKind, Classification
 
 #: Characters of a diagnostic read (the wording that names the failure comes first).
@@ -79,6 +87,39 @@ INFERRED_STATUSES: tuple[tuple[str, re.Pattern[str], BounceKind], ...] = (
     ),
 )
 
+#: When no row of :data:`INFERRED_STATUSES` matches, the convention's rule that
+#: decides the wording (any language, any vendor) names the status: rule → detail.
+#: Only rules whose meaning is one status are listed.
+RULE_STATUSES: dict[str, str] = {
+    "user unknown": "1.1",
+    "unknown user": "1.1",
+    "no such user": "1.1",
+    "recipient not found": "1.1",
+    "access denied (directory-based edge blocking)": "1.1",
+    "not listed": "1.1",
+    "unrecognized O/R name": "1.1",
+    "user unknown (translated)": "1.1",
+    "domain not found": "1.2",
+    "domain not found (translated)": "1.2",
+    "domain accepts no mail": "1.10",
+    "moved": "1.6",
+    "closed": "2.1",
+    "disabled": "2.1",
+    "temporarily disabled": "2.1",
+    "mailbox suspended": "2.1",
+    "suspended (translated)": "2.1",
+    "mailbox full": "2.2",
+    "too large": "3.4",
+    "loop": "4.6",
+    "spam": "7.1",
+    "blocked": "7.1",
+    "policy": "7.1",
+    "policy (translated)": "7.1",
+    "reputation": "7.1",
+    "relay denied": "7.1",
+}
+_HARD_RULES = frozenset(rule.name for rule in DEAD_ADDRESS.rules)
+
 _INFERRED_KINDS = frozenset({BounceKind.HARD, BounceKind.SOFT, BounceKind.DELAYED})
 # Wording that names two states at once (GroupWise: "user or domain does not exist").
 _AMBIGUOUS_RE = re.compile(r"\b(?:user|address|recipient|mailbox) or domain\b")
@@ -97,11 +138,29 @@ def infer_status(status: str | None, diagnostic: str, kind: BounceKind) -> str |
     text = diagnostic[:MAX_INFERENCE_CHARS]
     lowered = normalize_text(text)
     matches = [row for row in INFERRED_STATUSES if row[1].search(lowered)]
-    if len(matches) != 1 or _AMBIGUOUS_RE.search(lowered):
+    if _AMBIGUOUS_RE.search(lowered):
+        return None
+    digit = _class_digit(status, text, kind)
+    if not matches:
+        return _from_rule(status, text, kind, digit)
+    if len(matches) != 1:
         return None
     detail, _pattern, failed_kind = matches[0]
-    digit = _class_digit(status, text, kind)
     if digit == "5" and kind != failed_kind:
+        return None
+    return f"{digit}.{detail}"
+
+
+def _from_rule(status: str | None, text: str, kind: BounceKind, digit: str) -> str | None:
+    """The status the convention's deciding rule names, when it agrees with ``kind``."""
+    decided, rule = failure_kind(status, text)
+    name = rule.removeprefix("text:") if rule.startswith("text:") else ""
+    detail = RULE_STATUSES.get(name)
+    if detail is None:
+        return None
+    if digit == "5" and decided != kind:
+        return None
+    if (name in _HARD_RULES) != (decided == BounceKind.HARD):
         return None
     return f"{digit}.{detail}"
 
