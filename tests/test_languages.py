@@ -140,6 +140,23 @@ def test_a_temporary_reply_is_never_hard_in_any_language(reply):
     assert classify_reply(reply).kind == SOFT
 
 
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        ("550 5.7.1 Le certificat n'existe pas", SOFT),
+        ("550 5.7.1 Das Zertifikat existiert nicht", SOFT),
+        ("550 5.7.1 Сертификат не существует", SOFT),
+        ("550 5.7.1 証明書が存在しません", SOFT),
+        ("550 N'existe pas", HARD),
+        ("550 5.1.1 Existiert nicht", HARD),
+        ("550 不存在", HARD),
+    ],
+)
+def test_does_not_exist_without_saying_what_is_decided_by_the_status(reply, kind):
+    # Like its English form: a 5.7.x status names another cause.
+    assert classify_reply(reply).kind == kind, classify_reply(reply).reason
+
+
 def test_a_field_label_naming_the_sender_is_not_sender_side_wording():
     assert classify_reply("550 Отправитель: a@example.com Пользователь не найден").kind == HARD
     assert classify_reply("550 收件人地址不存在 (发件人：a@example.com)").kind == HARD

@@ -147,52 +147,64 @@ DOMAIN_NOT_FOUND = _guarded(
 DEAD_ADDRESS = _guarded(
     # German
     r"benutzer (?:ist )?unbekannt|unbekannter? (?:benutzer|empfänger|adresse|nutzer|mailbox)"
-    r"|empfänger (?:ist )?unbekannt|existiert nicht|kein(?:e|en)? (?:solche[rns]? )?(?:benutzer"
+    r"|empfänger (?:ist )?unbekannt|(?:benutzer|empfänger|postfach|adresse|konto|mailbox|nutzer"
+    r"|user"
+    r"|account)\w{0,10} (?:\w+ ){0,2}existiert (?:nicht|nicht mehr)\b|kein(?:e"
+    r"|en)? (?:solche[rns]? )?(?:benutzer"
     r"|empfänger|postfach|mailbox)\b|(?:empfänger|benutzer|postfach|e-mail-adresse|konto"
     r"|mailbox|nutzer)\w{0,10} (?:wurde )?(?:nicht gefunden|nicht vorhanden)"
     r"|(?:konto|postfach|e-mail-adresse|mailbox) (?:\w+ ){0,2}(?:gelöscht|aufgelöst|gekündigt)"
     # French
     r"|utilisateur (?:\w+ )?(?:inconnu|inexistant|introuvable)|destinataire (?:\w+ )?(?:inconnu"
     r"|invalide|inexistant|introuvable)|adresse (?:e-?mail |électronique |de messagerie )?"
-    r"(?:invalide|inconnue|inexistante|introuvable)|n'existe pas|n'existe plus"
+    r"(?:invalide|inconnue|inexistante|introuvable)|(?:utilisateur|destinataire|adresse|compte"
+    r"|boîte aux lettres|boite aux lettres|bal|mailbox)\w{0,3} (?:\w+ ){0,3}n['’]existe (?:pas"
+    r"|plus)"
     r"|aucun (?:utilisateur|destinataire|compte|compte de messagerie) (?:ne correspond|de ce nom"
     r"|n'existe)|(?:compte|boîte aux lettres|adresse) (?:\w+ ){0,2}(?:supprimée?|clôturée?"
     r"|résiliée?|fermée?)\b"
     # Spanish
     r"|usuario (?:\w+ )?(?:desconocido|inexistente|no existe|no encontrado|no válido|inválido)"
-    r"|\bno existe\b|destinatario (?:\w+ )?(?:desconocido|inexistente|no existe|no válido"
+    r"|(?:usuario|destinatario|direcci[oó]n|buz[oó]n|cuenta|correo)\w{0,3} (?:\w+ ){0,3}no existe"
+    r"|destinatario (?:\w+ )?(?:desconocido|inexistente|no existe|no válido"
     r"|inválido)|direcci[oó]n (?:de correo (?:electr[oó]nico )?)?(?:inexistente|desconocida"
     r"|no existe|no válida|inválida)|buz[oó]n (?:\w+ )?(?:inexistente|no existe)"
     r"|cuenta (?:\w+ ){0,4}(?:eliminada|cerrada|cancelada|dada de baja|inexistente)"
     # Portuguese
     r"|usu[aá]rio (?:\w+ )?(?:desconhecido|inexistente|n[aã]o existe|n[aã]o encontrado)"
     r"|utilizador (?:\w+ )?(?:desconhecido|inexistente|n[aã]o existe|n[aã]o encontrado)"
-    r"|n[aã]o existe|conta (?:\w+ ){0,3}(?:inexistente|encerrada|cancelada|exclu[ií]da"
+    r"|(?:usu[aá]rio|utilizador|destinat[aá]rio|endere[çc]o|conta|caixa postal|e-?mail)\w{0,3}"
+    r" (?:\w+ ){0,3}n[aã]o existe|conta (?:\w+ ){0,3}(?:inexistente|encerrada|cancelada|exclu[ií]da"
     r"|desativada)\b|endere[çc]o (?:de e-?mail |eletr[oô]nico |electr[oó]nico )?(?:inexistente"
     r"|inv[aá]lido|desconhecido|n[aã]o encontrado)|destinat[aá]rio (?:\w+ )?(?:inexistente"
     r"|desconhecido|inv[aá]lido|n[aã]o encontrado)|caixa postal (?:\w+ )?inexistente"
     # Italian
     r"|utente (?:\w+ )?(?:sconosciuto|inesistente|non (?:esiste|trovato|valido))"
-    r"|non esiste|indirizzo (?:e-?mail |di posta (?:elettronica )?)?(?:inesistente|errato"
+    r"|(?:utente|destinatario|indirizzo|casella|account|mailbox)\w{0,3} (?:\w+ ){0,3}non esiste"
+    r"|indirizzo (?:e-?mail |di posta (?:elettronica )?)?(?:inesistente|errato"
     r"|non valido|sconosciuto)|destinatario (?:\w+ )?(?:sconosciuto|inesistente|non valido"
     r"|non trovato)|casella (?:di posta |email |e-mail )?(?:inesistente|non trovata)"
     r"|(?:account|casella|utenza|indirizzo) (?:\w+ ){0,2}(?<!temporaneamente )(?:disattivat[oa]"
     r"|chius[oa]|cancellat[oa]|eliminat[oa])\b"
     # Dutch
-    r"|onbekende (?:gebruiker|ontvanger|geadresseerde|mailbox|e-?mailadres)|bestaat niet"
-    r"|bestaat niet meer|(?:gebruiker|ontvanger|mailbox|postvak|e-?mailadres|adres) (?:\w+ )?"
+    r"|onbekende (?:gebruiker|ontvanger|geadresseerde|mailbox|e-?mailadres)|(?:gebruiker|ontvanger"
+    r"|adres|e-?mailadres|mailbox|postvak|account)\w{0,3} (?:\w+ ){0,3}bestaat niet|(?:gebruiker"
+    r"|ontvanger|mailbox|postvak|e-?mailadres|adres) (?:\w+ )?"
     r"(?:is onbekend|niet gevonden)|(?:account|mailbox|e-?mailadres) (?:\w+ ){0,2}(?:is )?"
     r"(?:opgeheven|verwijderd)\b"
     # Polish
-    r"|nie istnieje|nieznany (?:użytkownik|odbiorca|adres|adresat)|nieprawidłowy adres"
+    r"|(?:użytkownik|odbiorca|adresat|adres|konto|skrzynka)\w{0,4} (?:\w+ ){0,3}nie istnieje"
+    r"|nieznany (?:użytkownik|odbiorca|adres|adresat)|nieprawidłowy adres"
     r"(?: odbiorcy| e-mail)?|brak (?:takiego )?(?:użytkownika|odbiorcy|adresata|konta"
     r"|skrzynki)\b|(?:użytkownik|odbiorca|adres|konto|skrzynka)\w{0,4} (?:\w+ )?nie został[ao]?"
     r" znalezion|konto (?:\w+ ){0,2}(?:usunięte|zamknięte|zlikwidowane)"
     # Czech
-    r"|neexistuje|neznámý (?:uživatel|adresát|příjemce)|(?:uživatel|adresát|příjemce"
+    r"|(?:uživatel|adresát|příjemce|adresa|schránka|účet)\w{0,3} (?:\w+ ){0,3}neexistuje"
+    r"|neznámý (?:uživatel|adresát|příjemce)|(?:uživatel|adresát|příjemce"
     r"|schránka) (?:\w+ )?nenalezen|účet (?:\w+ ){0,2}(?:zrušen|smazán)"
     # Latvian
-    r"|neeksistē|nezināms (?:lietotājs|adresāts|saņēmējs)|(?:lietotājs|adresāts|saņēmējs"
+    r"|(?:lietotājs|adresāts|saņēmējs|adrese|pastkaste|konts)\w{0,3} (?:\w+ ){0,3}neeksistē"
+    r"|nezināms (?:lietotājs|adresāts|saņēmējs)|(?:lietotājs|adresāts|saņēmējs"
     r"|pastkaste) (?:\w+ )?nav atrast"
     # Swedish, Danish, Norwegian
     r"|okänd (?:mottagare|användare|adress)|(?:användaren|mottagaren|adressen|e-postadressen"
@@ -213,7 +225,10 @@ DEAD_ADDRESS = _guarded(
     r"|(?:χρ[ήη]στης|παραλ[ήη]πτης|λογαριασμ[όο]ς|διε[ύυ]θυνση|γραμματοκιβ[ώω]τιο) (?:\w+ ){0,2}"
     r"δεν (?:υπ[άα]ρχει|βρ[έε]θηκε)|[άα]γνωστ(?:ος|η) (?:χρ[ήη]στης|παραλ[ήη]πτης|διε[ύυ]θυνση)"
     # Russian
-    r"|не существует|нет такого|несуществующ|(?:пользовател[ьяю]|получател[ьяю]|адресат\w{0,2}"
+    r"|(?:пользовател|получател|адресат|адрес|ящик|аккаунт|учетн|учётн)\w{0,6} (?:\w+ ){0,3}"
+    r"не существует|нет такого (?:пользовател|адресат|адреса|ящика|получател|аккаунт)"
+    r"|несуществующ\w{0,4} (?:пользовател|адрес|ящик|получател|аккаунт)|(?:пользовател[ьяю]"
+    r"|получател[ьяю]|адресат\w{0,2}"
     r"|адрес\w{0,2}|ящик\w{0,2}|аккаунт\w{0,2}|учетн\w{0,3} запис\w{0,2}|учётн\w{0,3} запис\w{0,2})"
     r" (?:\w+ ){0,2}не (?:найден\w{0,2}|зарегистрирован\w{0,2})|неизвестн\w{0,3} (?:пользовател"
     r"|получател|адрес)|(?:такого|такой) (?:\w+ ){0,2}(?:нет|не существует)"
@@ -246,6 +261,15 @@ DEAD_ADDRESS = _guarded(
     r"(?:가|이|는|은|를|의)? ?(?:존재하지 않|없습니다|찾을 수 없)|존재하지 않는 (?:사용자|계정"
     r"|메일|주소|아이디|수신자)|없는 (?:사용자|계정|아이디|주소)"
     r"|" + DOMAIN_NOT_FOUND
+)
+
+#: "Does not exist" without saying what (the convention's generic tier: hard only
+#: when the status doesn't name another cause), like the English "does not exist".
+GENERIC_DEAD = _guarded(
+    r"existiert nicht|n['’]existe (?:pas|plus)|\bno existe\b|non esiste|bestaat niet"
+    r"|nie istnieje|neexistuje|neeksistē|n[aã]o existe|не существует|нет такого|несуществующ"
+    r"|finns (?:inte|ej)|findes ikke|finnes ikke|ei ole olemassa|δεν υπ[άα]ρχει|存在しません"
+    r"|存在しない|不存在|존재하지 않"
 )
 
 #: The mailbox exists but is full (soft).
