@@ -564,3 +564,30 @@ def test_the_guard_keeps_every_match():
     for text in ["abc", "abd", "xyw", "zw", "pr", "qr", "mo"]:
         assert re.search(guarded, text), text
     assert languages._guarded(r"a|.b") == r"a|.b"  # unsure: left as it is
+
+
+def test_each_recipient_of_a_report_in_another_language_gets_its_own_verdict():
+    body = (
+        "メールを配信できませんでした。\n\n"
+        "宛先: taro@docomo.example\n宛先のメールアドレスは存在しません。\n\n"
+        "宛先: hanako@au.example\nメールボックスの容量超過のため配信できませんでした。\n"
+    )
+    result = classify_message(
+        _bounce(
+            _word("配信エラー", "ISO-2022-JP", "iso2022_jp"),
+            body,
+            "iso-2022-jp",
+            "iso2022_jp",
+            "7bit",
+        )
+    )
+    kinds = {r.address: r.kind for r in result.recipients}
+    assert kinds == {"taro@docomo.example": HARD, "hanako@au.example": SOFT}, result.reason
+    body = (
+        "Письмо не удалось доставить.\n\n"
+        "ivan@mail.example: Пользователь не найден\n"
+        "olga@mail.example: Почтовый ящик переполнен\n"
+    )
+    result = classify_message(_bounce("Undelivered", body, "koi8-r", "koi8_r"))
+    kinds = {r.address: r.kind for r in result.recipients}
+    assert kinds == {"ivan@mail.example": HARD, "olga@mail.example": SOFT}, result.reason
