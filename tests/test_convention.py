@@ -162,6 +162,7 @@ HARD_EXAMPLES = [
     ("domain not found (translated)", "550 5.1.2 Domain existiert nicht", "5.1.2"),
     ("not found", "550 5.1.1 <alice@example.org>: could not be found", "5.1.1"),
     ("does not exist", "550 5.0.0 <alice@example.org>: does not exist", "5.0.0"),
+    ("does not exist", "550 Existiert nicht", "5.0.0"),
     ("no longer", "550 5.1.1 <alice@example.org>: no longer here", "5.1.1"),
     ("does not accept mail", "556 5.1.10 This domain does not accept mail", "5.1.10"),
     (
@@ -397,8 +398,20 @@ COUNTER_EXAMPLES = [
     ),
     (
         "user unknown (translated)",
+        "benutzer unbekannt",
+        "550 5.7.1 Absender abgelehnt: Benutzer unbekannt",
+        "5.7.1",
+    ),
+    (
+        "does not exist",
         "existiert nicht",
         "550 5.7.1 Absender existiert nicht",
+        "5.7.1",
+    ),
+    (
+        "does not exist",
+        "n'existe pas",
+        "550 5.7.1 Le certificat n'existe pas",
         "5.7.1",
     ),
     (

@@ -400,7 +400,7 @@ GENERIC_DEAD = Tier(
             "does not exist",
             "'does not exist' without saying what",
             r"\bdo(?:es)? ?n[o']?t exist|\bdoesn't exist|\bdoesnt exist|\bnot exist\b"
-            r"|\bno longer exists?",
+            r"|\bno longer exists?|" + languages.GENERIC_DEAD,
         ),
         Rule(
             "no longer",
