@@ -141,6 +141,12 @@ HARD_EXAMPLES = [
         "5.4.1",
     ),
     ("not listed", "User alice not listed in Domino Directory", "5.1.1"),
+    (
+        "domain not found",
+        "The domain nx.example couldn't be found. Check for typos or unnecessary spaces and try"
+        " again. DNS Error: DNS type 'mx' lookup of nx.example responded with code NXDOMAIN",
+        "5.0.0",
+    ),
     ("unrecognized O/R name", "X.400: unable-to-transfer, unrecognised-OR-name", "5.0.0"),
     ("unrecognized O/R name", "Unable to transfer; diagnostic: Unrecognized O/R name", "5.0.0"),
     # Vendors' wording (fixtures name the documentation each comes from).

@@ -95,7 +95,10 @@ SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8", "5.7.27"})
 _GENERIC_STATUS_RE = re.compile(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
 
 _DNS_TEMPORARY_RE = re.compile(
-    r"\btry again|\btemporar|\bservfail|\btime ?d? ?out|\btime-out|\blookup fail"
+    # "Host not found, try again" (Postfix: TRY_AGAIN) or "try again later"; not Gmail's
+    # advice "Check for typos or unnecessary spaces and try again" beside an NXDOMAIN.
+    r"\b(?:not found|failure|failed|error|timeout|lookup)[,.;:]? try again|\btry again later"
+    r"|\btemporar|\bservfail|\btime ?d? ?out|\btime-out|\blookup fail"
     r"|\bdns (?:server|lookup) (?:fail|error)|\bname server (?:failure|timeout)"
     r"|\bnot (?:yet )?(?:reached|reachable)|\bmalformed"
     # The same in other languages: "Домен не найден: временная ошибка DNS".
