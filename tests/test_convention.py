@@ -167,6 +167,12 @@ HARD_EXAMPLES = [
     ("user unknown (translated)", "550 5.1.1 Benutzer unbekannt", "5.1.1"),
     ("domain not found (translated)", "550 5.1.2 Domain existiert nicht", "5.1.2"),
     ("not found", "550 5.1.1 <alice@example.org>: could not be found", "5.1.1"),
+    # "...and try again" is advice to the sender, not a temporary failure.
+    (
+        "not found",
+        "550 The address could not be found. Please check the spelling and try again.",
+        "5.0.0",
+    ),
     ("does not exist", "550 5.0.0 <alice@example.org>: does not exist", "5.0.0"),
     ("does not exist", "550 Existiert nicht", "5.0.0"),
     ("no longer", "550 5.1.1 <alice@example.org>: no longer here", "5.1.1"),

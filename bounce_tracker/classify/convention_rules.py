@@ -335,7 +335,9 @@ POLICY = Tier(
         Rule(
             "temporary",
             "the reply says to try again",
-            r"\btry (?:again|later|resending later)|\bplease retry|\btemporar|\bgr[ae]y-?list"
+            # Not "check the address and try again": advice to the sender, no temporary cause.
+            r"\btry (?:again later|later|resending later|again in)|(?<!and )\btry again\b"
+            r"|\bplease retry|\btemporar|\bgr[ae]y-?list"
             r"|\bdefer(?:red)?\b|\bbusy\b|\boverloaded|\binsufficient system|\bresources?\b"
             r"|" + languages.TEMPORARY,
         ),
