@@ -209,7 +209,8 @@ def _inline_forwarded(report: Report) -> Message | None:
         inner["From"] = sender
         inner["Subject"] = subject
         inner["To"] = fields.get("to", "")
-        inner.set_payload(body, "utf-8")
+        # Lone surrogates (undecodable bytes kept by a decoder) can't be encoded: replace.
+        inner.set_payload(body.encode("utf-8", "replace").decode("utf-8"), "utf-8")
         return inner
     return None
 
