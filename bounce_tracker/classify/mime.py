@@ -3,7 +3,16 @@
 Everything here tolerates what real and hostile mail does to MIME: unknown or
 dangerous charsets (never a codec that isn't a mail charset or costs more than
 linear time), broken base64 and quoted-printable, RFC 2047 words in odd places,
-field parts the parser split into header blocks, HTML-only reports. The walk stops
+field parts the parser split into header blocks, HTML-only reports.
+
+Text is decoded before any wording is matched, in the charset mail really uses:
+ISO-2022-JP is recognised by its escapes whatever the label says (or when there is
+none); labels that name a subset are read as the superset the mail holds (Shift_JIS
+as CP932, GB2312 as GB18030, Big5 as CP950, EUC-KR as CP949); names Python doesn't
+know are mapped (``x-sjis``, ``ks_c_5601-1987``, ``cp50220``…); bytes that don't decode
+in their label are tried in what such a label usually hides; undeclared 8-bit text is
+read in the charset its bytes show beyond doubt (:func:`_sniff`); adjacent RFC 2047
+words are joined as bytes; full-width forms are folded. The walk stops
 at :data:`~bounce_tracker.classify.limits.MAX_DEPTH` levels and
 :data:`~bounce_tracker.classify.limits.MAX_PARTS` parts, and each part's text at
 :data:`~bounce_tracker.classify.limits.MAX_TEXT_CHARS` characters.
