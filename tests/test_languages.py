@@ -118,6 +118,17 @@ REPLIES = [
     ("ko", "550 존재하지 않는 계정입니다", HARD),
     ("ko", "552 받는 사람의 메일함 용량이 초과되었습니다", SOFT),
     ("ko", "550 휴면 계정입니다", SOFT),
+    # Exchange's "the email address you entered couldn't be found", localized.
+    ("de", "Die E-Mail-Adresse, an die Sie schreiben wollten, wurde nicht gefunden.", HARD),
+    ("fr", "L'adresse de messagerie que vous avez entrée est introuvable.", HARD),
+    ("es", "No se encontró la dirección de correo electrónico que escribió.", HARD),
+    ("pt", "O endereço de email que você inseriu não foi encontrado.", HARD),
+    ("it", "Impossibile trovare l'indirizzo di posta elettronica immesso.", HARD),
+    ("nl", "Het e-mailadres dat u hebt opgegeven, is niet gevonden.", HARD),
+    ("pl", "Nie można odnaleźć wprowadzonego adresu e-mail.", HARD),
+    ("ru", "Не удалось найти указанный вами адрес электронной почты.", HARD),
+    ("zh", "找不到你输入的电子邮件地址。", HARD),
+    ("ja", "入力した電子メール アドレスが見つかりませんでした。", HARD),
 ]
 
 

@@ -256,6 +256,14 @@ DEAD_ADDRESS = _guarded(
     r"|地址|邮箱|郵箱|信箱|帐号|账号|帳號|账户|帳戶|帐户|使用者)(?:名)?(?:不存在|无效|無效"
     r"|未找到|找不到|已注销|已註銷|已被注销|已被註銷)|无此用户|無此用戶|查无此人|查無此人"
     r"|没有这个用户|沒有這個用戶|不存在的(?:用户|邮箱|地址|帐号|账号)"
+    # Exchange's sentences for an address that wasn't found ("The email address you
+    # entered couldn't be found"), as its localizations word them.
+    r"|e-mail-adresse[^.;]{0,80}wurde nicht gefunden|adresse (?:de messagerie|e-?mail)[^.;]{0,80}"
+    r"(?:est )?introuvable|no se (?:encontró|encontro|pudo encontrar|puede encontrar) la "
+    r"dirección de correo|endere[çc]o de e-?mail[^.;]{0,60}n[aã]o foi encontrado"
+    r"|impossibile trovare l'indirizzo (?:di posta|e-?mail)|e-?mailadres[^.;]{0,60}niet gevonden"
+    r"|nie można odnaleźć (?:wprowadzonego )?adresu|не удалось найти (?:указанный )?(?:вами )?"
+    r"адрес электронной почты|找不到(?:你|您)?(?:输入|輸入)?的?(?:电子邮件|電子郵件)地址"
     # Korean
     r"|(?:사용자|수신자|받는 ?사람|계정|메일 ?주소|이메일 ?주소|주소|아이디|메일박스|메일함)"
     r"(?:가|이|는|은|를|의)? ?(?:존재하지 않|없습니다|찾을 수 없)|존재하지 않는 (?:사용자|계정"
