@@ -315,6 +315,12 @@ COUNTER_EXAMPLES = [
         "5.0.0",
     ),
     (
+        "domain not found",
+        "domain lookup failed",
+        "554 5.4.4 [internal] Domain Lookup Failed",
+        "5.4.4",
+    ),
+    (
         "domain accepts no mail",
         "accepts no mail",
         "554 5.7.1 This server accepts no mail from dynamic IP ranges",

@@ -356,6 +356,9 @@ POLICY = Tier(
             # GMX/WEB.DE: "mailbox unavailable / invalid DNS MX or A/AAAA resource record"
             # is about the sender's domain.
             r"|\binvalid dns\b|\bresource records?\b"
+            # Outlook.com's "554 5.4.4 [internal] Domain Lookup Failed": DNS trouble of
+            # some kind, not a clean NXDOMAIN.
+            r"|\blookup failed\b"
             r"|\bname ?server",
         ),
         Rule(
