@@ -31,6 +31,8 @@ SUBJECT_BOUNCE_RE = re.compile(
     # Older and smaller MTAs: "Mail failure", "Failed mail", "NDN: <subject>" (a
     # non-delivery notification), "Automatically rejected mail" (Courier).
     r"|\bmail failure\b|\bfailed mail\b|^\s*ndn\s*:|\brejected mail\b"
+    # Smail: "mail failed, returning to sender".
+    r"|\bmail failed\b|\breturning to sender\b"
     r"|" + languages.BOUNCE_SUBJECT,
     re.IGNORECASE,
 )
@@ -53,7 +55,7 @@ STRONG_MARKER_RE = re.compile(
     r"|smtp error from remote (?:mail )?server|technical details of (?:permanent|temporary)"
     r" failure|error that the other server returned|response from the remote server was"
     r"|does not like recipient\.|giving up on \S{1,255}\.|the following message to .{0,100}"
-    r" was undeliverable|running the courier mail server"
+    r" was undeliverable|running the courier mail server|failed addresses follow"
     # Exchange's localized NDR sentences ("Diagnoseinformationen für Administratoren"…).
     r"|" + languages.STRONG_BOUNCE_MARKER,
     re.IGNORECASE,
@@ -82,7 +84,10 @@ _DELAY_RE = re.compile(
     r"|\(delay\)|delivery delayed|delayed mail|message delayed|could not send message for past"
     r"|warning: message .{0,120} delayed|temporary problem delivering|retry for .{0,40} more"
     r"|is delayed to these recipients|delivery incomplete"
-    r"|will try (?:again|to deliver)|trying to deliver|" + languages.DELAY,
+    r"|will try (?:again|to deliver)|trying to deliver"
+    # MMDF: "has not yet been fully delivered. Attempts to deliver the message will continue".
+    r"|not yet been fully delivered|attempts to deliver (?:the|your) message will continue"
+    r"|" + languages.DELAY,
     re.IGNORECASE,
 )
 _PERMANENT_RE = re.compile(
