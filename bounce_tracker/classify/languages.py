@@ -12,7 +12,10 @@ repetition: every repeat is bounded, ``(?:\\w+ ){0,2}`` at most).
 
 Languages covered: German, French, Spanish, Portuguese, Italian, Dutch, Polish,
 Czech, Latvian, Swedish, Danish, Norwegian, Finnish, Turkish, Greek, Russian,
-Japanese, Chinese (simplified and traditional) and Korean. Where a language writes
+Japanese, Chinese (simplified and traditional) and Korean throughout; for the hard
+and full-mailbox phrases also Ukrainian, Bulgarian, Serbian/Croatian, Slovenian,
+Slovak, Hungarian, Romanian, Lithuanian, Estonian, Indonesian, Vietnamese, Thai,
+Arabic and Hebrew. Where a language writes
 no spaces (Japanese, Chinese) a phrase is anchored on its noun, and the words for
 *the sender* (差出人, 发件人…) are kept out by look-behinds, so that "the sender's
 address does not exist" never reads as a dead recipient.
@@ -257,6 +260,24 @@ DEAD_ADDRESS = _guarded(
     r"|地址|邮箱|郵箱|信箱|帐号|账号|帳號|账户|帳戶|帐户|使用者)(?:名)?(?:不存在|无效|無效"
     r"|未找到|找不到|已注销|已註銷|已被注销|已被註銷)|无此用户|無此用戶|查无此人|查無此人"
     r"|没有这个用户|沒有這個用戶|不存在的(?:用户|邮箱|地址|帐号|账号)"
+    # Ukrainian, Bulgarian, Serbian/Croatian/Bosnian, Slovenian, Slovak (Czech above),
+    # Hungarian, Romanian, Lithuanian, Estonian, Indonesian/Malay, Vietnamese, Thai,
+    # Arabic, Hebrew: the standard "user unknown / does not exist" of each.
+    r"|(?:користувач|отримувач|адресат|адреса|скриньк)\w{0,4} (?:\w+ ){0,2}(?:не знайден"
+    r"|не існує)|(?:потребител|получател|адрес)\w{0,4} (?:\w+ ){0,2}(?:не съществува"
+    r"|не е намерен)|(?:korisnik|primatelj|primalac|adresa|pretinac|sandučić)\w{0,3} (?:\w+ ){0,2}"
+    r"ne postoji|nepoznat\w{0,2} (?:korisnik|primatelj|primalac)|(?:uporabnik|prejemnik|naslov)"
+    r"\w{0,3} (?:\w+ ){0,2}ne obstaja|(?:používateľ|príjemca|adresát|schránka)\w{0,3} (?:\w+ ){0,2}"
+    r"neexistuje|neznámy (?:používateľ|príjemca)|ismeretlen (?:felhasználó|címzett)"
+    r"|(?:felhasználó|címzett|postafiók|cím)\w{0,4} (?:\w+ ){0,2}nem (?:létezik|található)"
+    r"|utilizator(?:ul)? (?:\w+ )?(?:necunoscut|inexistent|nu există)|(?:destinatar|adres[aă]"
+    r"|căsuț[aă])\w{0,3} (?:\w+ ){0,2}(?:nu există|inexistent)|(?:vartotojas|gavėjas|adresas)"
+    r" (?:\w+ ){0,2}(?:neegzistuoja|nerastas)|nežinomas (?:vartotojas|gavėjas)|tundmatu"
+    r" (?:kasutaja|saaja)|(?:kasutajat|saajat|aadressi) (?:\w+ ){0,2}ei (?:eksisteeri|leitud)"
+    r"|(?:pengguna|penerima|alamat|akun)\w{0,3} (?:\w+ ){0,2}tidak (?:dikenal|ditemukan|ada)"
+    r"|(?:người dùng|người nhận|địa chỉ|tài khoản) (?:\w+ ){0,2}không tồn tại"
+    r"|ไม่พบผู้ใช้|ไม่มีผู้ใช้|(?:المستخدم|المستلم|العنوان|صندوق البريد) (?:\w+ )?غير موجود"
+    r"|(?:משתמש|נמען|כתובת|תיבת הדואר) (?:\w+ )?(?:לא קיים|לא קיימת|לא נמצא)"
     # Exchange's sentences for an address that wasn't found ("The email address you
     # entered couldn't be found"), as its localizations word them.
     r"|e-mail-adresse[^.;]{0,80}wurde nicht gefunden|adresse (?:de messagerie|e-?mail)[^.;]{0,80}"
@@ -312,6 +333,15 @@ MAILBOX_FULL = _guarded(
     r"(?:いっぱい|一杯|満杯|フル)|(?:ディスク|記憶)(?:容量|領域)が不足"
     r"|(?:邮箱|郵箱|信箱|空间|空間|容量)(?:已满|已滿|满了|滿了|不足|超限)|(?:邮箱|郵箱|信箱)空间"
     r"(?:已满|不足)|超出(?:邮箱|郵箱|信箱)?(?:容量|空间|配额)|配额已满"
+    r"|скринька (?:\w+ ){0,2}переповнен|пощенск\w{0,3} кутия (?:\w+ ){0,2}(?:е )?пълна"
+    r"|(?:pretinac|sandučić) (?:\w+ ){0,2}(?:je )?pun\b|(?:nabiralnik"
+    r"|predal) (?:\w+ ){0,2}(?:je )?poln"
+    r"|postafiók (?:\w+ ){0,2}megtelt|căsuț[aă] (?:poștală "
+    r"|postala )?(?:\w+ ){0,2}(?:este )?plin[aă]"
+    r"|pašto dėžutė (?:\w+ ){0,2}pilna|postkast (?:\w+ ){0,2}(?:on )?täis"
+    r"|kotak surat (?:\w+ ){0,2}penuh"
+    r"|hộp thư (?:\w+ ){0,2}(?:đã )?đầy|กล่องจดหมายเต็ม|صندوق البريد (?:\w+ )?ممتلئ"
+    r"|תיבת הדואר (?:\w+ )?מלאה"
     r"|(?:메일함|편지함|메일박스|사서함)(?:이|의)? ?(?:용량|가득|꽉)|용량(?:이|을)? ?(?:초과|부족"
     r"|가득)"
 )
