@@ -118,6 +118,8 @@ HARD_EXAMPLES = [
     ("closed", "550 x@example.org... User account expired", "5.0.0"),
     ("closed", "550 user has left the company", "5.0.0"),
     ("no such user", "550 User has no mailbox", "5.0.0"),
+    ("unknown user", "550 The recipient is not a valid T-Mobile subscriber", "5.0.0"),
+    ("unknown user", "550 Not our Customer", "5.0.0"),
     (
         "user unknown",
         "550 5.1.1 <alice@example.org>: Recipient address rejected: undeliverable address:"
@@ -363,6 +365,12 @@ COUNTER_EXAMPLES = [
         "550 5.1.1 <alice@example.org>: Recipient address rejected: undeliverable address:"
         " connect to mx.example.org[192.0.2.1]:25: Connection refused",
         "5.1.1",
+    ),
+    (
+        "unknown user",
+        "not a valid subscriber",
+        "550 5.7.1 Sender is not a valid subscriber of this relay",
+        "5.7.1",
     ),
     (
         "no such user",
@@ -659,7 +667,7 @@ def test_a_57x_status_never_makes_hard_by_itself():
 
 
 def test_the_status_decides_when_the_wording_says_nothing():
-    assert failure_kind("5.1.1", "550 5.1.1 Not our customer") == (HARD, "status:5.1.1")
+    assert failure_kind("5.1.1", "550 5.1.1 Requested action not taken") == (HARD, "status:5.1.1")
     assert failure_kind("5.2.2", "552 5.2.2 sorry") == (SOFT, "status:5.2.2")
     assert failure_kind(None, "551 sorry") == (HARD, "code:551")
     assert failure_kind(None, "550 sorry") == (SOFT, "code:550")

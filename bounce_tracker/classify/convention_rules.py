@@ -70,8 +70,9 @@ SENDER_SIDE = Tier(
             "sender rejected",
             "the reply refuses our sender address, not the recipient",
             r"\bsender (?:address |domain |e-?mail |ip )?(?:<?addr>? )?(?:is |was )?(?:rejected"
-            r"|denied|blocked|refused|not (?:allowed|authori[sz]ed|permitted|accepted|verified"
-            r"|valid|found)|invalid|unknown|verify failed|verification failed|does ?n[o']?t exist"
+            r"|denied|blocked|refused|not (?:a )?(?:allowed|authori[sz]ed|permitted|accepted"
+            r"|verified|valid|found)|invalid|unknown|verify failed|verification failed"
+            r"|does ?n[o']?t exist"
             r"|doesn't exist)",
         ),
         Rule(
@@ -181,7 +182,11 @@ DEAD_ADDRESS = Tier(
             r"|\bundeliverable (?:e-?mail |destination |recipient )?(?:user|recipient|mailbox"
             r"|address|e-?mail address|account)\b(?!:)"
             r"|\bnot (?:a )?(?:valid|known|local|existing) (?:user|recipient|mailbox|address"
-            r"|e-?mail address|account)|\bis not a valid mailbox",
+            r"|e-?mail address|account)|\bis not a valid mailbox"
+            # E-mail-to-SMS/MMS gateways and ISPs: "not a valid subscriber", Comcast's
+            # "Not our Customer" (the address is nobody's there).
+            r"|\bnot (?:a )?(?:valid|known|existing) (?:[\w-]{1,20} )?(?:subscriber|customer)\b"
+            r"|\bnot our customer\b",
         ),
         Rule(
             "no such user",
