@@ -126,8 +126,8 @@ MAILBOX_STATE = Tier(
             "mailbox full",
             "the mailbox exists and may have room later",
             r"\bquota\b|\bover ?quota|\bdsquota|mailbox (?:is )?full|\bfull (?:mailbox|inbox)"
-            r"|(?:mailbox|mail ?box|inbox|mail ?folder|mail ?drop|account|storage|disk|user)"
-            r"(?: is)?(?: currently)? full\b"
+            r"|(?:mailbox|mail ?box|inbox|mail ?folder|mail ?drop|mail ?file|account|storage"
+            r"|disk|user)(?: is)?(?: currently)? full\b"
             r"|(?:insufficient|not enough|out of) (?:system )?(?:storage|disk space|space)"
             r"|exceeded (?:its |the |their )?(?:storage|disk space)|storage (?:allocation"
             r"|space|limit)|mailbox (?:size |storage )?limit|size limit of the mailbox"
