@@ -117,6 +117,7 @@ HARD_EXAMPLES = [
     ("closed", "550 5.2.1 This account has been closed", "5.2.1"),
     ("closed", "550 x@example.org... User account expired", "5.0.0"),
     ("closed", "550 user has left the company", "5.0.0"),
+    ("closed", "This address no longer accepts mail. (#5.2.1)", "5.2.1"),
     ("no such user", "550 User has no mailbox", "5.0.0"),
     ("unknown user", "550 The recipient is not a valid T-Mobile subscriber", "5.0.0"),
     ("unknown user", "550 Not our Customer", "5.0.0"),
@@ -370,6 +371,12 @@ COUNTER_EXAMPLES = [
         "unknown user",
         "not a valid subscriber",
         "550 5.7.1 Sender is not a valid subscriber of this relay",
+        "5.7.1",
+    ),
+    (
+        "closed",
+        "address no longer accepts mail",
+        "550 5.7.1 This address no longer accepts mail from your network",
         "5.7.1",
     ),
     (

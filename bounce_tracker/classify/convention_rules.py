@@ -239,6 +239,10 @@ DEAD_ADDRESS = Tier(
             r" (?:closed|deleted|terminated|removed|cancell?ed|discontinued|retired|purged"
             # "User account expired": a lapsed account (alumni, ISPs) is closed.
             r"|expired\b(?! password))"
+            # qmail's bouncesaying "This address no longer accepts mail. (#5.2.1)": the
+            # address itself is retired, whatever the status.
+            r"|\b(?:address|account|mailbox|user|recipient)(?: is)? no longer (?:accepts?"
+            r"|receives?|exists?|in use|valid|active)\b"
             # A gateway's "550 user has left the company": the person's account is gone.
             r"|\b(?:user|recipient|addressee|person|employee)(?: \w{1,20}){0,2} (?:has )?left"
             r" (?:the|our|this) (?:company|organi[sz]ation|firm|university|school)",
