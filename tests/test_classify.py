@@ -646,6 +646,15 @@ def test_template_auto_reply_without_headers_is_recognised_by_its_wording():
     assert classify_message(raw).kind == BounceKind.NOT_BOUNCE
 
 
+def test_leavers_and_helpdesk_acknowledgements_are_auto_replies_by_their_wording():
+    body = "Please note I have left Example Corp. Please contact info@example.org instead.\n"
+    raw = _plain(body, subject="I have left the company", sender="Pat <pat@example.org>")
+    assert classify_message(raw).kind == BounceKind.AUTO_REPLY
+    body = "Thank you for contacting us. Your ticket #12345 has been created.\n"
+    raw = _plain(body, subject="Re: Spring offers", sender="Help <help@example.org>")
+    assert classify_message(raw).kind == BounceKind.AUTO_REPLY
+
+
 def test_a_person_forwarding_a_bounce_notice_is_not_a_bounce():
     body = "See below, my colleague's address changed to nia2@example.org.\n"
     raw = _plain(body, subject="Fwd: Undeliverable: Spring offers", sender="Nia <nia@example.org>")

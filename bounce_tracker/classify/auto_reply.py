@@ -29,13 +29,20 @@ _AUTO_SUBJECT_RE = re.compile(
     r"auto(?:matic|matische|matisch|matico|mático|matique)?[ _-]?(?:reply|response|antwort"
     r"|antwoord|respuesta|risposta|réponse|resposta|svar|reponse)|\bauto:|\bautosvar"
     r"|out of (?:the )?office|\booo\b|away from (?:the |my )?office|on vacation"
-    r"|vacation (?:reply|notice|message|response)|" + languages.AUTO_REPLY_SUBJECT,
+    r"|vacation (?:reply|notice|message|response)"
+    r"|\bleft the (?:company|organi[sz]ation|firm)\b|\bno longer (?:with|at|employed)\b"
+    r"|" + languages.AUTO_REPLY_SUBJECT,
     re.IGNORECASE,
 )
 _WEAK_AUTO_SUBJECT_RE = re.compile(
     r"vacation|\baway\b|absent|absence|holiday|urlaub|congés|vacaciones|ferie|vakantie"
     r"|thank you for (?:your|contacting)|we have received|ticket|received your (?:message|e-?mail)",
     re.IGNORECASE,
+)
+# A helpdesk's acknowledgement: "Your ticket #12345 has been created".
+_TICKET_BODY = (
+    r"\byour (?:ticket|request|case|support request)(?: number| no\.?| id)?:? ?#?[\w-]{0,20}"
+    r" (?:has been|was) (?:created|received|opened|logged|registered)"
 )
 # How auto-replies that carry no RFC 3834 header word themselves.
 _AUTO_BODY_RE = re.compile(
@@ -44,12 +51,17 @@ _AUTO_BODY_RE = re.compile(
     r" |sick |study )?(?:leave|vacation|holiday)|out of town|absent)\b"
     r"|\bthis is an? automat(?:ed|ic|ically generated) (?:reply|response|message|notification)"
     r"|\b(?:automatic|automated|auto)[ -]?(?:reply|response)\b"
-    r"|\bwith limited (?:access to )?e-?mail|" + languages.AUTO_REPLY_BODY,
+    r"|\bwith limited (?:access to )?e-?mail"
+    # Leavers' responders: "I have left the company", "I am no longer with Example".
+    r"|\bi (?:have|'ve) (?:now )?left (?:the |my |our )?(?:company|organi[sz]ation|firm"
+    r"|business|university|school|office)\b"
+    r"|\b(?:i am|i'm) no longer (?:with|working|employed|at)\b"
+    r"|" + _TICKET_BODY + "|" + languages.AUTO_REPLY_BODY,
     re.IGNORECASE,
 )
 _STRONG_AUTO_BODY_RE = re.compile(
     r"\bthis is an? automat(?:ed|ic|ically generated) (?:reply|response|message)"
-    r"|\b(?:automatic|automated|auto)[ -]?(?:reply|response)\b",
+    r"|\b(?:automatic|automated|auto)[ -]?(?:reply|response)\b|" + _TICKET_BODY,
     re.IGNORECASE,
 )
 _CHALLENGE_RE = re.compile(
