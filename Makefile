@@ -5,6 +5,7 @@
 #   make lint    ruff, mypy and the import rules between the rooms (import-linter)
 #   make docs    the Sphinx documentation, warnings as errors
 #   make bench   the send-overhead benchmark
+#   make bench-deps  what the benchmarks need besides the virtualenv (php-cli, php-mysql)
 #   make fuzz    fuzz the bounce classifier (FUZZ_SECONDS=600), see fuzz/README.md
 #   make dist    the wheel and the sdist in dist/ (python -m build)
 #   make screenshots  the admin screenshots in docs/screenshots/ (browser tests, MariaDB)
@@ -142,6 +143,25 @@ screenshots: $(VENV)/.installed
 .PHONY: bench
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/send_overhead.py
+
+# What the benchmarks need beyond the virtualenv: php-cli and php-mysql for the
+# original recipe's PHP pipe script (benchmarks/php/bounce.php), the baseline of
+# benchmarks/receiver.py. Installed when running as root with apt; otherwise the
+# exact command to run is printed.
+.PHONY: bench-deps
+bench-deps:
+	@missing=""; \
+	command -v php >/dev/null || missing="$$missing php-cli"; \
+	php -r 'exit(class_exists("mysqli") ? 0 : 1);' 2>/dev/null || missing="$$missing php-mysql"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "Missing packages for the benchmarks. Run:"; \
+		echo "    sudo apt-get install -y$$missing"; \
+		exit 1; \
+	fi
 
 # Coverage-guided fuzzing of classify_message with atheris (libFuzzer). New coverage
 # goes to fuzz/corpus/, failing inputs to fuzz/crashes/ (both gitignored); a

@@ -1,35 +1,43 @@
 """Bounces per second through the resident LMTP receiver, beside the pipe and the floor.
 
-Three ways of recording bounces on the same database, measured in interleaved rounds
+Ways of recording bounces on the same database, measured in interleaved rounds
 (every round runs each variant once, in an order that rotates from round to round,
 so machine noise hits all of them):
 
-receiver, N clients
-    ``manage.py receive_bounces --workers W`` (started once, with the minimal
-    project of ``benchmarks/pipe.py``); N LMTP clients at once, each on its own
-    connection, delivering distinct DSNs (their own Message-ID, spread over the
-    seeded rows) the way Postfix's lmtp client does: MAIL, RCPT and DATA pipelined,
-    then the message. Every reply must be ``250 … recorded``. Measured at 1 and 10
-    clients by default.
-original recipe, 10 in parallel
-    the minimal pipe script of ``benchmarks/pipe.py`` (read stdin, one UPDATE through
-    MySQLdb, exit), a new process per bounce, 10 running at once like Postfix's pipe
-    process limit;
+receiver
+    ``manage.py receive_bounces`` (started once per configuration, with the minimal
+    project of ``benchmarks/pipe.py``): by default with no options at all (one worker
+    per CPU it may use, its default threads); ``--receivers`` adds configurations,
+    each its own process on its own port. N LMTP clients at once, each on its own
+    connection, deliver distinct DSNs (their own Message-ID, spread over the seeded
+    rows) the way Postfix's lmtp client does: MAIL, RCPT and DATA pipelined, then the
+    message. Every reply must be ``250 … recorded``. 10 clients by default.
+PHP pipe script, 10 in flight (MariaDB/MySQL only)
+    the original recipe's own script, ``benchmarks/php/bounce.php`` run by
+    ``php-cli``: read stdin, one UPDATE keyed on the envelope recipient through
+    mysqli, exit 0 (or 75). A new process per bounce, 10 running at once like
+    Postfix's pipe process limit. The baseline of the ratios. Needs ``php-cli`` and
+    ``php-mysql`` (``make bench-deps``, or ``apt-get install -y php-cli php-mysql``);
+    without them it is left out and the ratios are against the Python script.
+Python pipe script, 10 in flight
+    the same in Python (``benchmarks/pipe.py``'s minimal script through MySQLdb).
 database floor
-    the same single UPDATE over persistent connections from 10 threads, committed one
-    by one: what the database itself can take.
+    what the receiver's transaction costs the database alone: per bounce the same
+    locking read, UPDATE and INSERT of a ~2 KB event, committed, issued from 10
+    threads over persistent connections with the bare driver (mysqlclient).
 
 bounces/s is each variant's bounces divided by its wall time in the round (median
-over rounds); the ratios are medians of the per-round ratios. Goal from issue 8: the
-receiver at 10 clients at least 6x the original recipe.
+over rounds); the ratios are medians of the per-round ratios. Goal from issue 18:
+``receive_bounces`` with no options at least 5x the PHP pipe script.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/receiver.py
-    .venv/bin/python benchmarks/receiver.py --workers 2 --threads 10 --rounds 7
+    .venv/bin/python benchmarks/receiver.py --receivers "--workers 1;--workers 2 --threads 4"
     .venv/bin/python benchmarks/receiver.py --database-url postgres://postgres@127.0.0.1:5432/bounce_tracker_bench
 
-It prints a table and always exits 0: it measures, it does not judge.
+It prints a table and always exits 0: it measures, it does not judge. At the end it
+checks the counts: every bounce recorded exactly once.
 """
 
 from __future__ import annotations
@@ -76,6 +84,25 @@ from pipe import (
 
 FLOOR_THREADS = 10
 RECIPE_PARALLEL = 10
+PHP_SCRIPT = Path(__file__).resolve().parent / "php" / "bounce.php"
+PHP_HELP = (
+    "php-cli with mysqli is not installed, so the PHP pipe script is left out: "
+    "run `make bench-deps` (as root: apt-get install -y php-cli php-mysql)"
+)
+
+
+def php_available() -> bool:
+    """True when ``php`` runs and has mysqli."""
+    try:
+        result = subprocess.run(
+            ["php", "-r", "exit(class_exists('mysqli') ? 0 : 1);"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
 
 
 @dataclass
@@ -193,10 +220,13 @@ class ReceiverRun:
 
 @dataclass
 class RecipeRun:
+    """A pipe script, a new process per bounce, ``RECIPE_PARALLEL`` at a time."""
+
     seed: Seed
     workdir: Path
     env: dict[str, str]
     pool: ThreadPoolExecutor
+    command: list[str]
     problems: list[str] = field(default_factory=list)
 
     def __call__(self, rows: list[int]) -> float:
@@ -210,7 +240,7 @@ class RecipeRun:
         def one(row: int) -> None:
             raw = raws[row]
             result = subprocess.run(
-                [sys.executable, RECIPE_SCRIPT, "--", "MAILER-DAEMON", self.seed.verp_address(row)],
+                [*self.command, "MAILER-DAEMON", self.seed.verp_address(row)],
                 input=raw.replace(b"\r\n", b"\n"),
                 capture_output=True,
                 env=self.env,
@@ -219,7 +249,10 @@ class RecipeRun:
                 check=False,
             )
             if result.returncode and len(self.problems) < 3:
-                self.problems.append(result.stderr.decode(errors="replace")[-300:])
+                self.problems.append(
+                    f"exit {result.returncode}: "
+                    + (result.stderr or result.stdout).decode(errors="replace")[-300:]
+                )
 
         started = time.perf_counter()
         list(self.pool.map(one, rows))
@@ -228,11 +261,16 @@ class RecipeRun:
 
 @dataclass
 class FloorRun:
+    """The receiver's transaction through the bare driver: lock, UPDATE, INSERT, COMMIT."""
+
     seed: Seed
     vendor: str
     config: dict[str, Any]
     table: str
+    event_table: str
     connections: list[Any] = field(default_factory=list)
+    _counter: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def connect(self) -> None:
         for _ in range(FLOOR_THREADS):
@@ -252,20 +290,62 @@ class FloorRun:
                 )
 
     def __call__(self, rows: list[int]) -> float:
-        placeholder = "?" if self.vendor == "sqlite" else "%s"
+        from tests.messages import dsn
+
+        mark = "?" if self.vendor == "sqlite" else "%s"
         now = "CURRENT_TIMESTAMP" if self.vendor == "sqlite" else "NOW()"
-        statement = (
-            f"UPDATE {self.table} SET bounce_count = bounce_count + 1, last_bounce3 = "
-            f"last_bounce2, last_bounce2 = last_bounce, last_bounce = {now} "
-            f"WHERE encoded_from = {placeholder}"
+        lock = f"SELECT id FROM {self.table} WHERE encoded_from = {mark}" + (
+            "" if self.vendor == "sqlite" else " FOR UPDATE"
         )
-        shares = [rows[n::FLOOR_THREADS] for n in range(FLOOR_THREADS)]
+        update = (
+            f"UPDATE {self.table} SET last_event_kind = 'hard', bounce_count = bounce_count + 1, "
+            f"last_bounce3 = last_bounce2, last_bounce2 = last_bounce, last_bounce = {now} "
+            f"WHERE id = {mark}"
+        )
+        columns = (
+            "tracker_id, kind, counted, reporting_mta, original_message_id, classifier_reason, "
+            "envelope_sender, envelope_recipient, status, diagnostic, recipient, source, "
+            "received_at, fingerprint, raw_message, raw_size, raw_truncated"
+        )
+        insert = (
+            f"INSERT INTO {self.event_table} ({columns}) VALUES "
+            f"({', '.join([mark] * 12)}, {now}, {mark}, {mark}, {mark}, {mark})"
+        )
+        raw = dsn()
+        with self._lock:
+            first = self._counter
+            self._counter += len(rows)
+        token = f"{self.seed.run_token}-{first}"
+        shares = [list(enumerate(rows))[n::FLOOR_THREADS] for n in range(FLOOR_THREADS)]
 
         def work(index: int) -> None:
             db = self.connections[index]
             cursor = db.cursor()
-            for row in shares[index]:
-                cursor.execute(statement, (self.seed.local_part(row),))
+            for number, row in shares[index]:
+                cursor.execute(lock, (self.seed.local_part(row),))
+                (tracker_id,) = cursor.fetchone()
+                cursor.execute(update, (tracker_id,))
+                cursor.execute(
+                    insert,
+                    (
+                        tracker_id,
+                        "hard",
+                        True,
+                        "mx.example.net",
+                        "<floor@example.com>",
+                        "dsn",
+                        "",
+                        self.seed.verp_address(row),
+                        "5.1.1",
+                        "smtp; 550 5.1.1 User unknown",
+                        self.seed.email(row),
+                        "lmtp",
+                        f"floor-{token}-{number}",
+                        raw,
+                        len(raw),
+                        False,
+                    ),
+                )
                 db.commit()
             cursor.close()
 
@@ -305,8 +385,8 @@ def ratio(numerator: Variant, denominator: Variant) -> float:
     return statistics.median(n / d for n, d in zip(numerator.rates, denominator.rates, strict=True))
 
 
-def format_table(variants: Sequence[Variant], recipe: Variant, floor: Variant) -> str:
-    header = ("variant", "bounces/round", "bounces/s", "min", "max", "x recipe", "x floor")
+def format_table(variants: Sequence[Variant], baseline: Variant, floor: Variant) -> str:
+    header = ("variant", "bounces/round", "bounces/s", "min", "max", "x baseline", "x floor")
     rows = [header]
     for variant in variants:
         rows.append(
@@ -316,7 +396,7 @@ def format_table(variants: Sequence[Variant], recipe: Variant, floor: Variant) -
                 f"{statistics.median(variant.rates):,.0f}",
                 f"{min(variant.rates):,.0f}",
                 f"{max(variant.rates):,.0f}",
-                f"{ratio(variant, recipe):.2f}",
+                f"{ratio(variant, baseline):.2f}",
                 f"{ratio(variant, floor):.3f}",
             )
         )
@@ -334,36 +414,77 @@ def format_table(variants: Sequence[Variant], recipe: Variant, floor: Variant) -
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Bounces per second through receive_bounces (LMTP) beside the "
-        "process-per-bounce recipe and the database floor, side by side."
+        description="Bounces per second through receive_bounces (LMTP) beside the PHP and "
+        "Python pipe scripts and the database floor, side by side."
     )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (default: 5)")
     parser.add_argument(
-        "--workers", type=int, default=4, help="receive_bounces --workers (default: 4)"
+        "--receivers",
+        default="",
+        help="receive_bounces configurations to measure, separated by ';', e.g. "
+        "'--workers 1;--workers 2 --threads 4'; an empty one is the defaults "
+        "(default: only the defaults)",
     )
     parser.add_argument(
-        "--threads", type=int, default=3, help="receive_bounces --threads (default: 3)"
+        "--no-defaults",
+        action="store_true",
+        help="leave out receive_bounces with no options",
     )
     parser.add_argument(
-        "--clients", default="1,10", help="concurrent LMTP clients to measure (default: 1,10)"
+        "--clients", default="10", help="concurrent LMTP clients to measure (default: 10)"
     )
     parser.add_argument(
-        "--messages", type=int, default=400, help="receiver bounces per round (default: 400)"
+        "--messages", type=int, default=600, help="receiver bounces per round (default: 600)"
     )
     parser.add_argument(
         "--recipe-bounces",
         type=int,
-        default=60,
-        help="recipe processes per round, 10 at a time (default: 60)",
+        default=100,
+        help="pipe script processes per round, 10 at a time (default: 100)",
     )
     parser.add_argument(
-        "--floor-updates", type=int, default=4000, help="floor UPDATEs per round (default: 4000)"
+        "--floor-bounces",
+        type=int,
+        default=2000,
+        help="floor transactions per round (default: 2000)",
     )
     parser.add_argument("--addresses", type=int, default=1000, help="seeded rows (default: 1000)")
     args = parser.parse_args(argv)
     args.client_counts = [int(n) for n in args.clients.split(",") if n.strip()]
+    configs = [config.strip() for config in args.receivers.split(";") if config.strip()]
+    args.configs = ([] if args.no_defaults else [""]) + configs
     return args
+
+
+def start_receiver(
+    config: str, env: dict[str, str], workdir: Path, log_path: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    with open(log_path, "wb") as log:
+        receiver = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "django",
+                "receive_bounces",
+                f"127.0.0.1:{port}",
+                *config.split(),
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=log,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return receiver, port
+        except OSError:
+            if receiver.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(log_path.read_text()) from None
+            time.sleep(0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -379,15 +500,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from django.db import connection
 
         from bounce_tracker.models import BounceEvent, EmailAddressTracker
+        from bounce_tracker.receiving.lmtp.service import DEFAULT_THREADS, default_workers
 
         table = EmailAddressTracker._meta.db_table
         vendor = connection.vendor
         write_recipe(workdir, vendor, config, table)
         print(
             f"receive_bounces (LMTP) beside the pipe: Python {platform.python_version()}, "
-            f"Django {django.get_version()}, {database_description()}, {os.cpu_count()} CPUs",
+            f"Django {django.get_version()}, {database_description()}, {os.cpu_count()} CPUs "
+            f"({default_workers()} usable: receive_bounces' default --workers; "
+            f"default --threads {DEFAULT_THREADS})",
             flush=True,
         )
+        php = vendor == "mysql" and php_available()
+        if vendor == "mysql" and not php:
+            print(f"NOTE: {PHP_HELP}", flush=True)
         seed = Seed(run_token=secrets.token_hex(3), count=args.addresses)
         seconds = seed_addresses(seed)
         print(f"seeded {seed.count:,} tracker rows in {seconds:.2f} s", flush=True)
@@ -399,69 +526,71 @@ def main(argv: Sequence[str] | None = None) -> int:
             "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
             "DATABASE_URL": url,
         }
-        port = free_port()
-        log_path = workdir / "receive_bounces.log"
-        with open(log_path, "wb") as log:
-            receiver = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "django",
-                    "receive_bounces",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    str(args.workers),
-                    "--threads",
-                    str(args.threads),
-                ],
-                env=env,
-                cwd=workdir,
-                stdout=log,
-                stderr=log,
+        php_env = {"PATH": PIPE_PATH}
+        if php:
+            params = recipe_params("mysql", config)
+            php_env.update(
+                BOUNCE_DB_HOST=str(params.get("host", "127.0.0.1")),
+                BOUNCE_DB_PORT=str(params.get("port", 3306)),
+                BOUNCE_DB_USER=str(params.get("user", "root")),
+                BOUNCE_DB_PASSWORD=str(params.get("password", "")),
+                BOUNCE_DB_NAME=str(params["db"]),
+                BOUNCE_DB_TABLE=table,
             )
-        floor = FloorRun(seed, vendor, config, table)
-        receiver_runs = []
+        receivers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        floor = FloorRun(seed, vendor, config, table, BounceEvent._meta.db_table)
+        receiver_runs: list[tuple[str, ReceiverRun]] = []
         recipe_pool = ThreadPoolExecutor(max_workers=RECIPE_PARALLEL)
+        recipes: list[tuple[str, RecipeRun]] = []
+        php_variant: Variant | None = None
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if receiver.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(log_path.read_text()) from None
-                    time.sleep(0.1)
-            floor.connect()
-            recipe = RecipeRun(seed, workdir, env, recipe_pool)
             variants = []
-            for clients in args.client_counts:
-                run = ReceiverRun(seed, port, clients)
-                receiver_runs.append(run)
-                variants.append(
-                    Variant(
-                        f"receiver, {clients} client{'s' if clients > 1 else ''}",
-                        args.messages,
-                        run,
-                    )
+            for number, options in enumerate(args.configs):
+                log_path = workdir / f"receive_bounces-{number}.log"
+                receiver, port = start_receiver(options, env, workdir, log_path)
+                receivers.append((options, receiver, log_path))
+                label = f"receive_bounces {options}" if options else "receive_bounces (no options)"
+                for clients in args.client_counts:
+                    run = ReceiverRun(seed, port, clients)
+                    receiver_runs.append((label, run))
+                    name = f"{label}, {clients} client{'s' if clients > 1 else ''}"
+                    variants.append(Variant(name, args.messages, run))
+            floor.connect()
+            if php:
+                run_php = RecipeRun(
+                    seed, workdir, php_env, recipe_pool, ["php", "-f", str(PHP_SCRIPT), "--"]
                 )
-            recipe_variant = Variant(
-                f"original recipe ({RECIPE_DRIVERS[vendor]}), {RECIPE_PARALLEL} parallel",
+                recipes.append(("PHP", run_php))
+                php_variant = Variant(
+                    f"PHP pipe script (mysqli), {RECIPE_PARALLEL} in flight",
+                    args.recipe_bounces,
+                    run_php,
+                )
+                variants.append(php_variant)
+            run_python = RecipeRun(
+                seed, workdir, env, recipe_pool, [sys.executable, RECIPE_SCRIPT, "--"]
+            )
+            recipes.append(("Python", run_python))
+            python_variant = Variant(
+                f"Python pipe script ({RECIPE_DRIVERS[vendor]}), {RECIPE_PARALLEL} in flight",
                 args.recipe_bounces,
-                recipe,
+                run_python,
             )
+            variants.append(python_variant)
             floor_variant = Variant(
-                f"database floor, {FLOOR_THREADS} threads", args.floor_updates, floor
+                f"database floor (lock+UPDATE+INSERT), {FLOOR_THREADS} threads",
+                args.floor_bounces,
+                floor,
             )
-            variants += [recipe_variant, floor_variant]
+            variants.append(floor_variant)
             measure(variants, args.rounds, seed)
         finally:
             floor.close()
             recipe_pool.shutdown()
-            receiver.send_signal(signal.SIGTERM)
-            receiver.wait(timeout=120)
-        receiver_exit = receiver.returncode
-        log_lines = log_path.read_text(errors="replace").splitlines()
+            for _, receiver, _ in receivers:
+                receiver.send_signal(signal.SIGTERM)
+            for _, receiver, _ in receivers:
+                receiver.wait(timeout=120)
 
         local_parts = [seed.local_part(n) for n in range(seed.count)]
         counted = sum(
@@ -470,39 +599,52 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         events = BounceEvent.objects.filter(tracker__encoded_from__in=local_parts).count()
-        expected_events = sum(v.bounces for v in variants if v.name.startswith("receiver"))
+        receiver_bounces = sum(v.bounces for v in variants if v.name.startswith("receive_bounces"))
+        expected_events = receiver_bounces + floor_variant.bounces
         expected_count = sum(v.bounces for v in variants)
         cleanup = remove_rows(seed, [seed.verp_address(n) for n in range(seed.count)])
 
-    print(
-        f"{args.rounds} rounds after 1 warm-up round, variants in rotating order; "
-        f"receive_bounces --workers {args.workers} --threads {args.threads}"
-    )
-    print(
-        "bounces/s: the round's bounces / its wall time (median, min, max over rounds); "
-        "x recipe, x floor: median of the per-round ratios"
-    )
-    print()
-    print(format_table(variants, recipe_variant, floor_variant))
-    print()
-    for variant in variants[: len(args.client_counts)]:
+        baseline = php_variant or python_variant
         print(
-            f"{variant.name}: {ratio(variant, recipe_variant):.1f}x the original recipe, "
-            f"{ratio(variant, floor_variant) * 100:.1f}% of the database floor"
+            f"{args.rounds} rounds after 1 warm-up round, variants in rotating order; "
+            f"x baseline: against the {'PHP' if php else 'Python'} pipe script"
         )
-    status = "OK" if (counted, events) == (expected_count, expected_events) else "WARNING"
-    print(
-        f"{status}: bounce_count total {counted} (expected {expected_count}), "
-        f"BounceEvent rows {events} (expected {expected_events} from the receiver)"
-    )
-    info_lines = sum(" lmtp from=<" in line for line in log_lines)
-    print(f"receive_bounces logged {info_lines} message lines; exit status {receiver_exit}")
-    for run in receiver_runs:
-        for problem in run.problems:
-            print(f"WARNING: receiver, {run.clients} clients: {problem}")
-    for problem in recipe.problems:
-        print(f"WARNING: recipe: {problem}")
-    print(f"removed this run's rows in {cleanup:.2f} s")
+        print(
+            "bounces/s: the round's bounces / its wall time (median, min, max over rounds); "
+            "x baseline, x floor: median of the per-round ratios"
+        )
+        print()
+        print(format_table(variants, baseline, floor_variant))
+        print()
+        for variant in variants:
+            if variant.name.startswith("receive_bounces"):
+                print(
+                    f"{variant.name}: {ratio(variant, baseline):.1f}x the "
+                    f"{'PHP' if php else 'Python'} pipe script, "
+                    f"{ratio(variant, floor_variant) * 100:.0f}% of the database floor"
+                )
+        status = "OK" if (counted, events) == (expected_count, expected_events) else "WARNING"
+        print(
+            f"{status}: bounce_count total {counted} (expected {expected_count}), "
+            f"BounceEvent rows {events} (expected {expected_events}: the receivers' "
+            f"{receiver_bounces} and the floor's {floor_variant.bounces})"
+        )
+        for options, receiver, log_path in receivers:
+            log_lines = log_path.read_text(errors="replace").splitlines()
+            info_lines = sum(" lmtp from=<" in line for line in log_lines)
+            print(
+                f"receive_bounces {options or '(no options)'}: logged {info_lines} message "
+                f"lines; exit status {receiver.returncode}"
+            )
+        for label, run in receiver_runs:
+            for problem in run.problems:
+                print(f"WARNING: {label}, {run.clients} clients: {problem}")
+        for label, recipe in recipes:
+            for problem in recipe.problems:
+                print(f"WARNING: {label} pipe script: {problem}")
+        if vendor == "mysql" and not php:
+            print(f"NOTE: {PHP_HELP}")
+        print(f"removed this run's rows in {cleanup:.2f} s")
     return 0
 
 

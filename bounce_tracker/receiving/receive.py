@@ -145,6 +145,7 @@ def receive_message(
     *,
     source: EventSource = EventSource.PIPE,
     tracker_settings: TrackerSettings | None = None,
+    classification: Classification | None = None,
 ) -> ReceiveResult:
     """Classify and record a message for the VERP address ``recipient``.
 
@@ -152,29 +153,33 @@ def receive_message(
     (:func:`keep_for_review`, outcome ``needs_review``): it is safely stored, so the
     MTA must not deliver it again. Raises on anything that prevents recording now
     (database errors included); the caller then asks the MTA to deliver it again.
+
+    ``classification``: the message's, when the caller classified it already (a
+    message to several recipients over LMTP is classified once, recorded for each).
+    A tracked address costs one transaction of one locking read (which finds the
+    row and locks it), one UPDATE and one INSERT
+    (:func:`bounce_tracker.core.events.write_event_for`).
     """
+    if classification is None:
+        classification = classify_message(message.data)
     tracker_settings = tracker_settings or get_settings()
     # The envelope comes from whoever sent the mail: a NUL or an undecodable byte
     # would make the lookup itself fail on every retry.
     sender, recipient = clean_envelope(sender), clean_envelope(recipient)
-    classification = classify_message(message.data)
+    stored = _stored_fields(message, sender, recipient, classification, source, tracker_settings)
     if classification.failed:
-        return keep_for_review(message, sender, recipient, classification, source, tracker_settings)
+        return events.store_for_review(classification, stored, tracker_settings)
     local_part = local_part_of(recipient)
-    tracker = EmailAddressTracker.objects.filter(encoded_from=local_part).first()
-    if tracker is None:
-        readable = parse_readable(local_part, tracker_settings)
-        reason = (
-            f"readable VERP address for {readable}, which is not tracked"
-            if readable
-            else "no tracked address has this VERP local part"
-        )
-        return store_unmatched(
-            message, sender, recipient, classification, reason, source, tracker_settings
-        )
-    return record_bounce(
-        tracker, message, sender, recipient, classification, source, tracker_settings
+    result = events.write_event_for(local_part, classification, stored)
+    if result is not None:
+        return result
+    readable = parse_readable(local_part, tracker_settings)
+    reason = (
+        f"readable VERP address for {readable}, which is not tracked"
+        if readable
+        else "no tracked address has this VERP local part"
     )
+    return events.store_unmatched(classification, stored, reason, tracker_settings)
 
 
 def record_bounce(

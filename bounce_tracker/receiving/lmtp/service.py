@@ -36,13 +36,21 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from bounce_tracker.receiving.lmtp.protocol import Envelope, LMTPServer
+from bounce_tracker.receiving.lmtp.protocol import (
+    DEFAULT_MAX_SESSIONS,
+    IDLE_TIMEOUT,
+    SIZE_KEPT,
+    Envelope,
+    LMTPServer,
+)
 from bounce_tracker.receiving.reporting import one_line
 
 logger = logging.getLogger("bounce_tracker")
 
 DEFAULT_ADDRPORT = "127.0.0.1:10025"
 _ADDRPORT_RE = re.compile(r"^(?:(?:\[(?P<ipv6>[^\]]+)\]|(?P<host>[^:\[\]]+)):)?(?P<port>\d+)$")
+#: Database threads per worker process (``--threads``): benchmarks/receiver.py.
+DEFAULT_THREADS = 10
 #: Seconds the messages in flight get to finish after SIGTERM.
 SHUTDOWN_GRACE = 60.0
 
@@ -161,60 +169,111 @@ class NormalizingBuilder:
 def record_message(
     builder: NormalizingBuilder, envelope: Envelope, tracker_settings: Any
 ) -> list[str]:
-    """Record one message for each recipient (in a database thread); the LMTP replies."""
-    # Imported here, not at the top: the models need Django set up, the sockets don't.
-    from django.db import close_old_connections, connections
+    """Record one message for each recipient (in a database thread); the LMTP replies.
 
+    The message is classified once, whatever the number of recipients. The thread's
+    database connection is kept between messages and not pinged before each one: a
+    connection the server dropped (a restart, ``wait_timeout``) fails the first
+    query, and the recipient is then tried once more on a new connection, so the
+    message after a database restart is recorded, not deferred.
+    """
+    # Imported here, not at the top: the models need Django set up, the sockets don't.
+    from django.db import close_old_connections
+
+    from bounce_tracker.classify import classify_message
     from bounce_tracker.core.events import Outcome
     from bounce_tracker.models import EventSource
-    from bounce_tracker.receiving.receive import receive_message
+    from bounce_tracker.receiving import receive
 
     started = time.perf_counter()
     sender = envelope.sender or ""
     replies: list[str] = []
     summaries: list[str] = []
     message = builder.builder.finish()
-    close_old_connections()
-    try:
-        for recipient in envelope.recipients:
+    classification = classify_message(message.data)
+    close_old_connections()  # CONN_MAX_AGE, and a connection an error left unusable
+    for recipient in envelope.recipients:
+        try:
             try:
-                result = receive_message(
+                result = receive.receive_message(
                     message,
                     sender,
                     recipient,
                     source=EventSource.LMTP,
                     tracker_settings=tracker_settings,
+                    classification=classification,
                 )
-            except Exception as exc:  # anything: not recorded, Postfix retries
-                # LMTP replies are 7-bit text.
-                why = one_line(exc).encode("ascii", "replace").decode("ascii")
-                replies.append(f"451 4.3.0 <{recipient}> not recorded, try again later: {why}")
-                summaries.append(f"to=<{recipient}> deferred ({why})")
-                # A broken connection must not be reused for the next message.
-                for connection in connections.all(initialized_only=True):
-                    with contextlib.suppress(Exception):
-                        connection.close()
-                continue
-            if result.outcome == Outcome.RECORDED:
-                replies.append(f"250 2.0.0 <{recipient}> recorded ({result.kind})")
-            elif result.outcome == Outcome.UNMATCHED:
-                replies.append(f"250 2.0.0 <{recipient}> stored as unmatched")
-            elif result.outcome == Outcome.NEEDS_REVIEW:  # logged at ERROR already
-                replies.append(f"250 2.0.0 <{recipient}> kept for review: classifier failed")
-            else:
-                replies.append(f"250 2.0.0 <{recipient}> duplicate, recorded before")
-            summaries.append(f"to=<{recipient}> {result.outcome} kind={result.kind}")
-    finally:
-        close_old_connections()
-    logger.info(
-        "lmtp from=<%s> size=%d%s %s (%.1f ms)",
-        sender,
-        message.size,
-        " truncated" if message.truncated else "",
-        ", ".join(summaries),
-        (time.perf_counter() - started) * 1000,
-    )
+            except Exception:
+                if not _drop_broken_connections():
+                    raise
+                result = receive.receive_message(  # once more, on a new connection
+                    message,
+                    sender,
+                    recipient,
+                    source=EventSource.LMTP,
+                    tracker_settings=tracker_settings,
+                    classification=classification,
+                )
+        except Exception as exc:  # anything: not recorded, Postfix retries
+            # LMTP replies are 7-bit text.
+            why = one_line(exc).encode("ascii", "replace").decode("ascii")
+            replies.append(f"451 4.3.0 <{recipient}> not recorded, try again later: {why}")
+            summaries.append(f"to=<{recipient}> deferred ({why})")
+            # A broken connection must not be reused for the next message.
+            _close_connections()
+            continue
+        outcome = result.outcome
+        if outcome == Outcome.RECORDED:
+            replies.append(f"250 2.0.0 <{recipient}> recorded ({result.kind})")
+        elif outcome == Outcome.UNMATCHED:
+            replies.append(f"250 2.0.0 <{recipient}> stored as unmatched")
+        elif outcome == Outcome.NEEDS_REVIEW:  # logged at ERROR already
+            replies.append(f"250 2.0.0 <{recipient}> kept for review: classifier failed")
+        else:
+            replies.append(f"250 2.0.0 <{recipient}> duplicate, recorded before")
+        summaries.append(f"to=<{recipient}> {outcome} kind={result.kind}")
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "lmtp from=<%s> size=%d%s %s (%.1f ms)",
+            sender,
+            message.size,
+            " truncated" if message.truncated else "",
+            ", ".join(summaries),
+            (time.perf_counter() - started) * 1000,
+        )
     return replies
+
+
+def _drop_broken_connections() -> bool:
+    """Close this thread's connections that no longer work; True when there were some.
+
+    Called after a failure: a connection that still answers (the failure was a lock
+    wait timeout, say) is kept, and the failure stands.
+    """
+    from django.db import connections
+
+    dropped = False
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None:
+            continue
+        if connection.in_atomic_block:
+            return False  # not ours to close
+        usable = False
+        with contextlib.suppress(Exception):
+            usable = connection.is_usable()
+        if not usable:
+            with contextlib.suppress(Exception):
+                connection.close()
+            dropped = True
+    return dropped
+
+
+def _close_connections() -> None:
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 class Receiver:
@@ -247,15 +306,30 @@ async def serve(
     stop: asyncio.Event | None = None,
     started: Callable[[LMTPServer], None] | None = None,
     grace: float = SHUTDOWN_GRACE,
+    idle_timeout: float = IDLE_TIMEOUT,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_data_bytes_total: int | None = None,
+    size_limit: int | None = SIZE_KEPT,
 ) -> None:
-    """Serve LMTP on ``sock`` until SIGTERM/SIGINT (or ``stop``), then shut down."""
+    """Serve LMTP on ``sock`` until SIGTERM/SIGINT (or ``stop``), then shut down.
+
+    ``idle_timeout``, ``max_sessions``, ``max_data_bytes_total`` and ``size_limit``
+    go to :class:`~bounce_tracker.receiving.lmtp.protocol.LMTPServer`.
+    """
     loop = asyncio.get_running_loop()
     if stop is None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
     pool = DatabaseThreads(threads)
-    server = LMTPServer(Receiver(pool, tracker_settings, max_bytes), max_message_bytes=max_bytes)
+    server = LMTPServer(
+        Receiver(pool, tracker_settings, max_bytes),
+        max_message_bytes=max_bytes,
+        idle_timeout=idle_timeout,
+        max_sessions=max_sessions,
+        max_data_bytes_total=max_data_bytes_total,
+        size_limit=size_limit,
+    )
     try:
         await server.start(sock)
         if started:
@@ -266,6 +340,14 @@ async def serve(
         await asyncio.to_thread(pool.close)
 
 
+def default_workers() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run_receiver(
     sock: socket.socket,
     *,
@@ -273,36 +355,56 @@ def run_receiver(
     threads: int,
     max_bytes: int,
     tracker_settings: Any,
+    idle_timeout: float = IDLE_TIMEOUT,
+    max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_data_bytes_total: int | None = None,
+    size_limit: int | None = SIZE_KEPT,
 ) -> None:
     """Serve LMTP on ``sock`` in ``workers`` processes until SIGTERM or SIGINT.
 
     Takes ``sock`` over: it is closed (and its Unix socket file removed) on return.
     With one worker the server runs in this process; with more, forked children
-    share the socket and this process supervises them (:func:`supervise`).
+    share the socket and this process supervises them (:func:`supervise`), closing
+    its own copy of the socket as soon as it is told to stop.
     """
     from django.db import connections
 
     unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
     try:
         persistent_connections()
+        size = "none (reads and keeps the first bytes)" if size_limit is None else size_limit
         logger.info(
-            "receive_bounces: LMTP on %s, %d worker process(es) x %d database threads, SIZE %d",
+            "receive_bounces: LMTP on %s, %d worker process(es) x %d database threads, "
+            "keeps %d bytes of a message, SIZE %s, idle timeout %g s, at most %d sessions "
+            "per process",
             socket_description(sock),
             workers,
             threads,
             max_bytes,
+            max_bytes if size_limit == SIZE_KEPT else size,
+            idle_timeout,
+            max_sessions,
         )
         connections.close_all()  # nothing shared with forked workers
 
         def run() -> None:
             asyncio.run(
-                serve(sock, threads=threads, max_bytes=max_bytes, tracker_settings=tracker_settings)
+                serve(
+                    sock,
+                    threads=threads,
+                    max_bytes=max_bytes,
+                    tracker_settings=tracker_settings,
+                    idle_timeout=idle_timeout,
+                    max_sessions=max_sessions,
+                    max_data_bytes_total=max_data_bytes_total,
+                    size_limit=size_limit,
+                )
             )
 
         if workers == 1:
             run()
         else:
-            supervise(workers, run)
+            supervise(workers, run, sock)
     finally:
         sock.close()
         if unix_path:
@@ -312,10 +414,12 @@ def run_receiver(
 
 
 def persistent_connections() -> None:
-    """Keep each thread's connection between messages; check it before each one.
+    """Keep each thread's connection between messages.
 
     ``CONN_MAX_AGE = 0`` (Django's default, right for requests) would reconnect for
-    every bounce; a positive value set by the project is kept.
+    every bounce; a positive value set by the project is kept. No health check (a
+    ping) before each message: :func:`record_message` retries a recipient once on a
+    new connection when the old one turns out broken.
     """
     from django.db import connections
 
@@ -323,12 +427,18 @@ def persistent_connections() -> None:
         settings_dict = connections.settings[alias]
         if not settings_dict.get("CONN_MAX_AGE"):
             settings_dict["CONN_MAX_AGE"] = None
-        settings_dict["CONN_HEALTH_CHECKS"] = True
 
 
-def supervise(workers: int, run: Callable[[], None]) -> None:
+def supervise(workers: int, run: Callable[[], None], sock: socket.socket | None = None) -> None:
     """Fork ``workers`` children running ``run``; restart any that dies; on SIGTERM
-    or SIGINT forward SIGTERM and wait for all of them."""
+    or SIGINT close ``sock`` (the listening socket the children share), forward
+    SIGTERM and wait for all of them.
+
+    Closing the parent's copy at once matters: while any process holds the listening
+    socket open, the kernel keeps accepting connections into its backlog, and those
+    would wait for a banner that never comes. Once the children have closed theirs
+    too (their first step of shutting down), new connections are refused.
+    """
     children: dict[int, int] = {}
     stopping = False
 
@@ -353,6 +463,8 @@ def supervise(workers: int, run: Callable[[], None]) -> None:
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
+        if sock is not None:
+            sock.close()
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
