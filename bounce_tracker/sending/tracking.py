@@ -2,16 +2,61 @@
 
 Both functions touch the database a fixed number of times per batch (one query
 per :data:`~bounce_tracker.core.db.CHUNK_SIZE` addresses), never once per recipient.
+
+The SELECT of the rows and the counter UPDATE are written out as SQL (like the
+receivers' statements in :mod:`bounce_tracker.core.events`): the ORM would build and
+resolve the same two statements again for every batch, about a millisecond of CPU
+per batch, as much as handing one copy to an SMTP server on localhost. The rows
+still come back as model instances (``Model.from_db`` through ``raw()``, with the
+database's value converters), and the UPDATE's time goes through the field's
+``get_db_prep_save`` as it would in ``Model.save()``. New rows are inserted with
+``bulk_create`` (model defaults, ``ignore_conflicts``).
+
+When the counts are written, and what a crash costs
+---------------------------------------------------
+The counters are written once per batch, after every copy has been handed to the
+wrapped backend, by one autocommitted UPDATE per distinct number of copies
+(``msg_count + n`` in SQL), before ``send_messages()`` returns. A copy is counted
+only once the wrapped backend reported it accepted, so a refused or failed copy
+is never counted. A process that dies between handing copies over and that
+UPDATE loses the counts of that batch (the copies are out, ``msg_count`` and
+``last_email`` miss them); nothing is ever counted twice, because no count is
+written before its copy was accepted and the UPDATE is a single statement that
+either commits or not. This is at-most-once counting, as the docs of sending state.
+
+Measured and rejected (issue 18, ``benchmarks/send_overhead.py``; the figures are
+in the report of that work and in ``benchmarks/results/send_overhead.txt``):
+
+- *One transaction around the batch's SELECT and UPDATE.* A SELECT commits
+  nothing, so for known recipients it saves no fsync and adds the round trips of
+  opening and committing a transaction (on MariaDB, ``SET autocommit`` twice). For
+  new recipients it would fold the INSERT's commit into the UPDATE's, but only by
+  keeping the transaction open while the copies are sent: SQLite's one write lock
+  (every receiver and sender of the site waits for the whole batch), MariaDB's
+  locks on the new rows' unique keys (a concurrent sender to the same new address
+  waits for the batch), and on Galera the UPDATE would no longer be a single
+  autocommitted statement the server retries itself. Not worth it.
+- *Deferring the counter write past ``send_messages()``* (to a background thread,
+  or to ``close()``). It takes the commit out of the caller's time, but a count
+  not yet written when the process exits or crashes is lost, counts arrive after
+  the call returns (a caller reading ``msg_count`` right after sending sees the
+  old value), and the write leaves the caller's transaction. The counts are the
+  point of the backend: kept synchronous.
+
+So a one-recipient send still pays one durable commit (an fsync on MariaDB with
+``innodb_flush_log_at_trx_commit=1`` and on SQLite's default journal), which on a
+small VM costs about as much as the SMTP exchange itself; from about 100
+recipients per batch the commit is spread thin.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from django.db.models import DateTimeField, F, Value
-from django.db.models.functions import Coalesce
+from django.db import connections, router
 from django.utils import timezone
 
 from bounce_tracker.core.db import chunks, retry_deadlocks
@@ -20,10 +65,34 @@ from bounce_tracker.core.verp import address_token, encode_local_part
 from bounce_tracker.models import EmailAddressTracker
 
 
+def _placeholders(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+@functools.cache
+def _columns(alias: str) -> dict[str, str]:
+    """The quoted table name (key ``""``), column names and ``"pk"`` of the tracker model.
+
+    Computed once per database alias; callers must not change the dict.
+    """
+    quote = connections[alias].ops.quote_name
+    meta = EmailAddressTracker._meta
+    columns = {field.name: quote(str(field.column)) for field in meta.concrete_fields}
+    columns[""] = quote(meta.db_table)
+    assert meta.pk is not None
+    columns["pk"] = columns[meta.pk.name]
+    return columns
+
+
 def _fetch(addresses: Sequence[str]) -> dict[str, EmailAddressTracker]:
+    """The existing rows of ``addresses``: one plain SELECT per chunk, no ORDER BY."""
+    manager = EmailAddressTracker.objects
+    columns = _columns(manager.db)
+    selected = ", ".join(column for name, column in columns.items() if name not in ("", "pk"))
+    head = f"SELECT {selected} FROM {columns['']} WHERE {columns['email']} IN "
     found: dict[str, EmailAddressTracker] = {}
     for chunk in chunks(addresses):
-        for tracker in EmailAddressTracker.objects.filter(email__in=chunk):
+        for tracker in manager.raw(f"{head}({_placeholders(len(chunk))})", list(chunk)):
             found[tracker.email] = tracker
     return found
 
@@ -79,7 +148,8 @@ def record_sent(trackers: dict[str, EmailAddressTracker], accepted: Counter[str]
     """Add the accepted copies to ``msg_count`` and stamp ``first_email``/``last_email``.
 
     One UPDATE per distinct number of copies per address (almost always one), using
-    ``msg_count + n`` in SQL so concurrent senders never lose a count.
+    ``msg_count + n`` in SQL so concurrent senders never lose a count. Each UPDATE
+    is one autocommitted statement (or part of the caller's transaction, if any).
     """
     now = timezone.now()
     by_count: defaultdict[int, list[int]] = defaultdict(list)
@@ -93,11 +163,21 @@ def record_sent(trackers: dict[str, EmailAddressTracker], accepted: Counter[str]
 
 
 def _add_sent(pks: list[int], copies: int, now: datetime) -> None:
-    def update() -> int:
-        return EmailAddressTracker.objects.filter(pk__in=pks).update(
-            msg_count=F("msg_count") + copies,
-            last_email=now,
-            first_email=Coalesce(F("first_email"), Value(now, output_field=DateTimeField())),
-        )
+    """``UPDATE … SET msg_count = msg_count + copies, last_email = now,
+    first_email = COALESCE(first_email, now) WHERE id IN (pks)``."""
+    alias = router.db_for_write(EmailAddressTracker)
+    connection = connections[alias]
+    column = _columns(alias)
+    count, last, first = column["msg_count"], column["last_email"], column["first_email"]
+    when = EmailAddressTracker._meta.get_field("last_email").get_db_prep_save(now, connection)
+    sql = (
+        f"UPDATE {column['']} SET {count} = {count} + %s, {last} = %s, "
+        f"{first} = COALESCE({first}, %s) WHERE {column['pk']} IN ({_placeholders(len(pks))})"
+    )
+    params = [copies, when, when, *pks]
+
+    def update() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
     retry_deadlocks(update)
