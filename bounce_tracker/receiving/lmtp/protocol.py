@@ -144,17 +144,26 @@ class Session:
         if self.writer.transport.get_write_buffer_size():
             await self.writer.drain()  # returns at once below the high-water mark
 
+    def close(self) -> None:
+        """Close the connection; at once if the client left our output unread."""
+        if self.writer.transport.get_write_buffer_size():
+            self.writer.transport.abort()
+        else:
+            self.writer.close()
+
     async def read_command(self) -> str:
         self.idle = True
         try:
             if self.server.shutting_down:
                 raise _ShutdownError
+            if self.writer.transport.is_closing():  # closed under us: stop reading
+                raise ConnectionResetError("connection closed")
             async with asyncio.timeout(self.server.idle_timeout):
-                # PIPELINING: replies go out when the client's pipelined commands are
-                # all read (nothing more buffered), as the RFC asks of servers, or
-                # when a batch has accumulated: a client that never lets the buffer
-                # run empty doesn't make them pile up.
-                if not self.reader._buffer or len(self._replies) >= REPLY_BATCH:  # type: ignore[attr-defined]
+                # PIPELINING: replies go out when no complete command is buffered
+                # (the next read would wait for the client), as the RFC asks of
+                # servers, or when a batch has piled up.
+                buffered = self.reader._buffer  # type: ignore[attr-defined]
+                if len(self._replies) >= REPLY_BATCH or buffered.find(b"\n") < 0:
                     await self.flush()
                 try:
                     line = await self.reader.readuntil(b"\n")
@@ -241,7 +250,7 @@ class Session:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await self.flush()
-            self.writer.close()
+            self.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     await self.writer.wait_closed()
@@ -494,7 +503,7 @@ class LMTPServer:
                 session.reply("421 4.3.2 shutting down, try again later")
                 with contextlib.suppress(Exception):
                     session.write_replies()
-                    session.writer.close()
+                    session.close()
         pending = list(self._sessions)
         if pending:
             _, late = await asyncio.wait(pending, timeout=grace)
