@@ -171,6 +171,7 @@ class ReceiverRun:
     seed: Seed
     port: int
     clients: int
+    name: str  # in the Message-IDs: distinct messages for every run
     problems: list[str] = field(default_factory=list)
     _messages: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -186,7 +187,7 @@ class ReceiverRun:
             raw = dsn(
                 recipient=self.seed.email(row),
                 return_path=self.seed.verp_address(row),
-                message_id=f"<receiver-bench-{self.seed.run_token}-{self.clients}-{number}@mx>",
+                message_id=f"<receiver-bench-{self.seed.run_token}-{self.name}-{number}@mx>",
             )
             payloads.append((self.seed.verp_address(row), stuffed_message(raw)))
         shares = [payloads[n :: self.clients] for n in range(self.clients)]
@@ -197,7 +198,8 @@ class ReceiverRun:
             start.wait()
             for recipient, stuffed in shares[index]:
                 reply = connections[index].deliver(recipient, stuffed)
-                if b"recorded" not in reply and len(self.problems) < 3:
+                # "recorded (hard)", not "duplicate, recorded before"
+                if b"> recorded (" not in reply and len(self.problems) < 3:
                     self.problems.append(reply.decode(errors="replace").strip())
 
         threads = [threading.Thread(target=client, args=(n,)) for n in range(self.clients)]
@@ -362,6 +364,127 @@ class FloorRun:
             db.close()
 
 
+# --- Where one message's time goes -----------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` and its waited-for children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (a receiver's forked workers)."""
+    children = []
+    for path in Path("/proc").glob(f"{pid}/task/*/children"):
+        children += [int(child) for child in path.read_text().split()]
+    return [pid, *children]
+
+
+def database_pids() -> list[int]:
+    pids = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("mariadbd", "mysqld", "postgres"):
+                pids.append(int(comm.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def in_process_breakdown(seed: Seed, rows: list[int]) -> dict[str, float]:
+    """CPU seconds per message of each step, run here one message at a time."""
+    from django.db import connection
+
+    from bounce_tracker.classify import classify_message
+    from bounce_tracker.models import EventSource
+    from bounce_tracker.receiving.lmtp.service import NormalizingBuilder
+    from bounce_tracker.receiving.receive import receive_message
+    from bounce_tracker.receiving.settings import get_receiving_settings
+    from tests.messages import dsn
+
+    settings = get_receiving_settings()
+    totals = {"build": 0.0, "classify": 0.0, "record": 0.0}
+    for row in rows:
+        raw = dsn(
+            recipient=seed.email(row),
+            return_path=seed.verp_address(row),
+            message_id=f"<receiver-profile-{seed.run_token}-{row}@mx>",
+        )
+        lines = [line + b"\r\n" for line in raw.split(b"\n")[:-1]]
+        started = time.process_time()
+        builder = NormalizingBuilder(settings.max_message_bytes)
+        for line in lines:
+            builder.write(line)
+        message = builder.builder.finish()
+        built = time.process_time()
+        classification = classify_message(message.data)
+        classified = time.process_time()
+        receive_message(
+            message,
+            "",
+            seed.verp_address(row),
+            source=EventSource.LMTP,
+            tracker_settings=settings,
+            classification=classification,
+        )
+        recorded = time.process_time()
+        totals["build"] += built - started
+        totals["classify"] += classified - built
+        totals["record"] += recorded - classified
+    connection.close()
+    return {step: seconds / len(rows) for step, seconds in totals.items()}
+
+
+def profile(seed: Seed, env: dict[str, str], workdir: Path, messages: int) -> tuple[list[str], int]:
+    """Where one message's CPU goes, receiver and database: table lines, bounces recorded."""
+    log_path = workdir / "receive_bounces-profile.log"
+    receiver, port = start_receiver("--workers 1", env, workdir, log_path)
+    run = ReceiverRun(seed, port, 10, "profile")
+    try:
+        run(list(range(min(200, seed.count))))  # warm up
+        rows = [n % seed.count for n in range(messages)]
+        pids = process_tree(receiver.pid)
+        databases = database_pids()
+        before = sum(cpu_seconds(pid) for pid in pids)
+        db_before = sum(cpu_seconds(pid) for pid in databases)
+        client_before = time.process_time()
+        elapsed = run(rows)
+        client = time.process_time() - client_before
+        receiver_cpu = sum(cpu_seconds(pid) for pid in pids) - before
+        database_cpu = sum(cpu_seconds(pid) for pid in databases) - db_before
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        receiver.wait(timeout=120)
+    steps = in_process_breakdown(seed, [n % seed.count for n in range(min(messages, 500))])
+    per = {
+        "receiver process, all of it": receiver_cpu / messages,
+        "  read and keep the DATA lines (MessageBuilder)": steps["build"],
+        "  classify": steps["classify"],
+        "  record: lock, UPDATE, INSERT, COMMIT (Python side)": steps["record"],
+        "  the rest: LMTP protocol, thread hand-off, replies, log line": receiver_cpu / messages
+        - sum(steps.values()),
+        "database server": database_cpu / messages,
+        "benchmark clients": client / messages,
+    }
+    lines = [
+        f"Where the CPU of one message goes: receive_bounces --workers 1 (default threads), "
+        f"{messages} messages from 10 clients in {elapsed:.1f} s ({messages / elapsed:,.0f}/s);",
+        "the steps measured one message at a time in this process; ms of CPU per message:",
+        "",
+    ]
+    width = max(len(name) for name in per)
+    total = per["receiver process, all of it"] + per["database server"] + per["benchmark clients"]
+    for name, seconds in per.items():
+        lines.append(f"{name.ljust(width)}  {seconds * 1000:6.3f} ms")
+    cpus = len(os.sched_getaffinity(0))
+    name = f"all three (on {cpus} CPUs: at most {cpus / total:,.0f} messages/s)"
+    lines.append(f"{name.ljust(width)}  {total * 1000:6.3f} ms")
+    warm_up = min(200, seed.count)
+    return lines, warm_up + messages + min(messages, 500)
+
+
 # --- Rounds and output ----------------------------------------------------------------
 
 
@@ -450,6 +573,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="floor transactions per round (default: 2000)",
     )
     parser.add_argument("--addresses", type=int, default=1000, help="seeded rows (default: 1000)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="after the rounds, where one message's CPU goes, over N messages (default: "
+        "2000; 0 leaves it out)",
+    )
     args = parser.parse_args(argv)
     args.client_counts = [int(n) for n in args.clients.split(",") if n.strip()]
     configs = [config.strip() for config in args.receivers.split(";") if config.strip()]
@@ -551,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 receivers.append((options, receiver, log_path))
                 label = f"receive_bounces {options}" if options else "receive_bounces (no options)"
                 for clients in args.client_counts:
-                    run = ReceiverRun(seed, port, clients)
+                    run = ReceiverRun(seed, port, clients, f"{number}-{clients}")
                     receiver_runs.append((label, run))
                     name = f"{label}, {clients} client{'s' if clients > 1 else ''}"
                     variants.append(Variant(name, args.messages, run))
@@ -584,6 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             variants.append(floor_variant)
             measure(variants, args.rounds, seed)
+            profile_lines: list[str] = []
+            profiled = 0
+            if args.profile:
+                profile_lines, profiled = profile(seed, env, workdir, args.profile)
         finally:
             floor.close()
             recipe_pool.shutdown()
@@ -600,8 +735,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         events = BounceEvent.objects.filter(tracker__encoded_from__in=local_parts).count()
         receiver_bounces = sum(v.bounces for v in variants if v.name.startswith("receive_bounces"))
-        expected_events = receiver_bounces + floor_variant.bounces
-        expected_count = sum(v.bounces for v in variants)
+        expected_events = receiver_bounces + floor_variant.bounces + profiled
+        expected_count = sum(v.bounces for v in variants) + profiled
         cleanup = remove_rows(seed, [seed.verp_address(n) for n in range(seed.count)])
 
         baseline = php_variant or python_variant
@@ -627,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{status}: bounce_count total {counted} (expected {expected_count}), "
             f"BounceEvent rows {events} (expected {expected_events}: the receivers' "
-            f"{receiver_bounces} and the floor's {floor_variant.bounces})"
+            f"{receiver_bounces}, the floor's {floor_variant.bounces}, the profile's {profiled})"
         )
         for options, receiver, log_path in receivers:
             log_lines = log_path.read_text(errors="replace").splitlines()
@@ -644,6 +779,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"WARNING: {label} pipe script: {problem}")
         if vendor == "mysql" and not php:
             print(f"NOTE: {PHP_HELP}")
+        if profile_lines:
+            print()
+            print("\n".join(profile_lines))
+            print()
         print(f"removed this run's rows in {cleanup:.2f} s")
     return 0
 
