@@ -556,3 +556,75 @@ def test_a_size_limit_is_announced_and_enforced_at_mail():
         assert client.mail("", [f"SIZE={10 * MB + 1}"])[0] == 552
         assert client.mail("", [f"SIZE={6 * MB}"])[0] == 250
         client.quit()
+
+
+# --- The real command under a small open-file limit ----------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_receive_bounces_with_256_files_survives_300_idle_connections_then_serves():
+    """Was: accept() EMFILE, a normal client timed out, ~100,000 tracebacks in the log."""
+    from tests.postfix_harness import free_port
+    from tests.test_handle_bounce import database_url
+    from tests.test_receive_bounces import UNKNOWN, transaction
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "receive_bounces", f"127.0.0.1:{port}"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": database_url(),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+    )
+    idle: list[socket.socket] = []
+    try:
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(process.communicate()[1].decode())
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(listening, 60, "receive_bounces to listen")
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        banners = []
+        for sock in idle:
+            with contextlib.suppress(OSError):
+                banners.append(sock.recv(1024)[:3])
+        assert banners.count(b"220") >= 100, banners
+        assert set(banners) <= {b"220", b"421"}, banners
+        # A client now gets an answer at once (421 over the cap: Postfix retries later),
+        # it is not left hanging in the backlog.
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            assert extra.recv(1024)[:4] in (b"220 ", b"421 ")
+        assert time.monotonic() - started < 5
+        for sock in idle:
+            sock.close()
+        idle.clear()
+        time.sleep(0.5)
+        client = smtplib.LMTP("127.0.0.1", port, timeout=30)
+        client.ehlo("client.test")
+        [(code, reply)] = transaction(client, [UNKNOWN], messages.dsn())
+        client.quit()
+        assert code == 250, reply
+    finally:
+        for sock in idle:
+            sock.close()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    log = err.decode()
+    assert process.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[:3000]
+    assert len(log) < 10_000, log[:3000]
+    # One line a minute at most, per worker process (one per CPU by default).
+    assert log.count("sessions open (the cap)") <= (os.cpu_count() or 1), log[:3000]
