@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from bounce_tracker.classify import languages
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.report import REPLY_SUBJECT_RE, Report
 from bounce_tracker.classify.text import clip
 from bounce_tracker.core.kinds import BounceKind, Classification
@@ -25,7 +26,7 @@ _AUTO_REPLY_HEADERS = (
     "x-auto-reply",
     "x-vacation",
 )
-_AUTO_SUBJECT_RE = re.compile(
+_AUTO_SUBJECT_RE = lazy_re(
     r"auto(?:matic|matische|matisch|matico|mático|matique)?[ _-]?(?:reply|response|antwort"
     r"|antwoord|respuesta|risposta|réponse|resposta|svar|reponse)|\bauto:|\bautosvar"
     r"|out of (?:the )?office|\booo\b|away from (?:the |my )?office|on vacation"
@@ -34,7 +35,7 @@ _AUTO_SUBJECT_RE = re.compile(
     r"|" + languages.AUTO_REPLY_SUBJECT,
     re.IGNORECASE,
 )
-_WEAK_AUTO_SUBJECT_RE = re.compile(
+_WEAK_AUTO_SUBJECT_RE = lazy_re(
     r"vacation|\baway\b|absent|absence|holiday|urlaub|congés|vacaciones|ferie|vakantie"
     r"|thank you for (?:your|contacting)|we have received|ticket|received your (?:message|e-?mail)",
     re.IGNORECASE,
@@ -45,7 +46,7 @@ _TICKET_BODY = (
     r" (?:has been|was) (?:created|received|opened|logged|registered)"
 )
 # How auto-replies that carry no RFC 3834 header word themselves.
-_AUTO_BODY_RE = re.compile(
+_AUTO_BODY_RE = lazy_re(
     r"\b(?:i am|i'm|i will be|i'll be|we are|we're) (?:currently |now )?(?:out of (?:the )?office"
     r"|away from (?:the |my )?(?:office|desk|e-?mail)|on (?:annual |parental |maternity |paternity"
     r" |sick |study )?(?:leave|vacation|holiday)|out of town|absent)\b"
@@ -59,12 +60,12 @@ _AUTO_BODY_RE = re.compile(
     r"|" + _TICKET_BODY + "|" + languages.AUTO_REPLY_BODY,
     re.IGNORECASE,
 )
-_STRONG_AUTO_BODY_RE = re.compile(
+_STRONG_AUTO_BODY_RE = lazy_re(
     r"\bthis is an? automat(?:ed|ic|ically generated) (?:reply|response|message)"
     r"|\b(?:automatic|automated|auto)[ -]?(?:reply|response)\b|" + _TICKET_BODY,
     re.IGNORECASE,
 )
-_CHALLENGE_RE = re.compile(
+_CHALLENGE_RE = lazy_re(
     r"challenge[- ]response|spam ?arrest|boxbe|verify (?:that )?you are (?:a )?(?:real|human"
     r"|person)|to (?:have|get) your (?:message|e-?mail) delivered|awaiting (?:your )?"
     r"(?:verification|approval|confirmation)|sender verification|please (?:verify|confirm)"

@@ -52,8 +52,6 @@ which addresses and URLs are replaced by placeholders (their words must not deci
 
 from __future__ import annotations
 
-import re
-
 from bounce_tracker.classify import languages
 from bounce_tracker.classify.convention_rules import (
     DEAD_ADDRESS,
@@ -66,6 +64,7 @@ from bounce_tracker.classify.convention_rules import (
     Rule,
     Tier,
 )
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.core.kinds import BounceKind
 
 __all__ = [
@@ -92,9 +91,9 @@ HARD_STATUSES = frozenset({"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.4.4"
 SENDER_STATUSES = frozenset({"5.1.7", "5.1.8", "4.1.7", "4.1.8", "5.7.27"})
 # Statuses too generic to name a cause other than the address: they make the weak
 # and generic wording of tiers 5 and 6 believable. See is_generic_status().
-_GENERIC_STATUS_RE = re.compile(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
+_GENERIC_STATUS_RE = lazy_re(r"^5\.(?:0\.0|1\.\d+|5\.0)$")
 
-_DNS_TEMPORARY_RE = re.compile(
+_DNS_TEMPORARY_RE = lazy_re(
     # "Host not found, try again" (Postfix: TRY_AGAIN) or "try again later"; not Gmail's
     # advice "Check for typos or unnecessary spaces and try again" beside an NXDOMAIN.
     r"\b(?:not found|failure|failed|error|timeout|lookup)[,.;:]? try again|\btry again later"
@@ -104,7 +103,7 @@ _DNS_TEMPORARY_RE = re.compile(
     # The same in other languages: "Домен не найден: временная ошибка DNS".
     r"|" + languages.TEMPORARY
 )
-_PERMANENT_CODE_RE = re.compile(r"(?<![\w.])5\.[0-7]\.\d|(?:^|[\s'\"(#;:<\[-])5[0-5]\d(?=[ \-]|$)")
+_PERMANENT_CODE_RE = lazy_re(r"(?<![\w.])5\.[0-7]\.\d|(?:^|[\s'\"(#;:<\[-])5[0-5]\d(?=[ \-]|$)")
 
 
 def is_generic_status(status: str) -> bool:

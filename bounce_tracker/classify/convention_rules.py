@@ -10,10 +10,11 @@ capped. Other languages' fragments come from :mod:`bounce_tracker.classify.langu
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 from bounce_tracker.classify import languages
+from bounce_tracker.classify.patterns import Alternation
 
 __all__ = [
     "DEAD_ADDRESS",
@@ -48,18 +49,16 @@ class Tier:
     name: str
     verdict: str
     rules: tuple[Rule, ...]
-    compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        pattern = "|".join(f"(?P<r{i}>{rule.pattern})" for i, rule in enumerate(self.rules))
-        object.__setattr__(self, "compiled", re.compile(pattern))
 
     def match(self, lowered: str) -> Rule | None:
         """The first rule of this tier whose pattern occurs in ``lowered``."""
-        found = self.compiled.search(lowered)
-        if found is None or found.lastgroup is None:
-            return None
-        return self.rules[int(found.lastgroup[1:])]
+        rule: Rule | None = self._matcher.first(lowered)
+        return rule
+
+    @cached_property
+    def _matcher(self) -> Alternation:
+        # Built on first use: importing the table compiles nothing.
+        return Alternation([rule.pattern for rule in self.rules], self.rules)
 
 
 SENDER_SIDE = Tier(

@@ -27,6 +27,7 @@ from bounce_tracker.classify.dsn import (
     strip_type,
 )
 from bounce_tracker.classify.mime import DSN_TYPES, part_text
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.report import Report
 from bounce_tracker.classify.snippets import Snippets, decision_share, key_sentence
 from bounce_tracker.classify.text import clip
@@ -34,11 +35,11 @@ from bounce_tracker.classify.wording import looks_failed
 from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
 
 _DELIVERED_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
-_DSN_TEXT_RE = re.compile(r"^[ \t]*final-recipient[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_DSN_TEXT_RE = lazy_re(r"^[ \t]*final-recipient[ \t]*:", re.IGNORECASE | re.MULTILINE)
 # Words beside a recipient that say the queue gave up on it. OpenSMTPD 6.8 reports an
 # expired envelope with "Action: delayed" and "<rcpt>: Envelope expired": it has been
 # removed from the queue, so it failed (soft, never judged), whatever Action says.
-_GAVE_UP_RE = re.compile(
+_GAVE_UP_RE = lazy_re(
     r"\benvelope expired\b|\bexpired (?:in|from) (?:the )?queue|\bremoved from (?:the )?queue"
     r"|\b(?:gave|giving|given) up\b",
     re.IGNORECASE,

@@ -21,6 +21,7 @@ from bounce_tracker.classify.convention import (
     SENDER_STATUSES,
     is_generic_status,
 )
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.text import ADDRESS_LIKE_RE, WS_RE
 from bounce_tracker.core.kinds import BounceKind
 
@@ -43,18 +44,18 @@ MAX_DECISION_CHARS = 6000
 # An RFC 3463 code: class 2/4/5, subject 0-7, detail up to three digits. Not part of a
 # longer dotted number (IP addresses, versions, dates): no word character or dot
 # before it, no further ".digit" after it.
-ENHANCED_CODE_RE = re.compile(r"(?<![\w.])([245])\.([0-7])\.(\d{1,3})(?!\.?\d)")
+ENHANCED_CODE_RE = lazy_re(r"(?<![\w.])([245])\.([0-7])\.(\d{1,3})(?!\.?\d)")
 # A basic SMTP reply code where replies are quoted: at a line start, after "said",
 # "reply", "error", "<<<", "smtp;", a colon, quote or bracket, or right before an
 # enhanced code ("550 5.1.1", "550-5.1.1"). A number in running text is not one.
-BASIC_CODE_RE = re.compile(
+BASIC_CODE_RE = lazy_re(
     r"(?:^|<<<|said|repl(?:y|ied)|error|response|returned|reason|smtp|code|['\"(\[#:;])"
     r"[ \t]*[:;]?[ \t]*([245][0-5]\d)(?=[ \t:-]|$)"
     r"|(?<![\w.])([245][0-5]\d)[ -](?=[245]\.[0-7]\.\d)",
     re.MULTILINE | re.IGNORECASE,
 )
 
-_URL_RE = re.compile(r"(?:https?|ftp)://[^\s<>\"')\]]{1,2000}", re.IGNORECASE)
+_URL_RE = lazy_re(r"(?:https?|ftp)://[^\s<>\"')\]]{1,2000}", re.IGNORECASE)
 
 
 def enhanced_codes(text: str) -> list[str]:

@@ -14,10 +14,10 @@ Pure standard library, no Django: it runs in the per-bounce pipe process.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.text import WS_RE
 
 #: Recipient blocks kept from one report. A DSN naming more recipients than this is
@@ -47,7 +47,7 @@ RECIPIENT_FIELDS = frozenset(
     {"final-recipient", "original-recipient", "action", "status", "diagnostic-code"}
 )
 
-_FIELD_RE = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,76})[ \t]*:[ \t]*(.*)")
+_FIELD_RE = lazy_re(r"([A-Za-z][A-Za-z0-9_-]{0,76})[ \t]*:[ \t]*(.*)")
 _BREAK = ("", "")
 
 

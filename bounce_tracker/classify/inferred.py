@@ -29,6 +29,7 @@ from bounce_tracker.classify.diagnosis import (
     normalize_status,
     normalize_text,
 )
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.core.kinds import BounceKind, Classification
 
 #: Characters of a diagnostic read (the wording that names the failure comes first).
@@ -40,7 +41,7 @@ INFERRED_STATUSES: tuple[tuple[str, re.Pattern[str], BounceKind], ...] = (
     (
         # 3.1.1: bad destination mailbox address.
         "1.1",
-        re.compile(
+        lazy_re(
             r"\buser unknown|\bunknown (?:user|recipient|mailbox|local[- ]part)"
             r"|\bno such (?:user|mailbox|recipient|address)|\bmailbox (?:does not|doesn't) exist"
             r"|\b(?:user|recipient|mailbox|address) (?:does not|doesn't) exist"
@@ -51,7 +52,7 @@ INFERRED_STATUSES: tuple[tuple[str, re.Pattern[str], BounceKind], ...] = (
     (
         # 3.1.2: bad destination system address.
         "1.2",
-        re.compile(
+        lazy_re(
             r"\bhost or domain name not found|\bdomain (?:does not|doesn't) exist"
             r"|\bno such domain|\bdomain not found|\bunknown domain"
         ),
@@ -60,7 +61,7 @@ INFERRED_STATUSES: tuple[tuple[str, re.Pattern[str], BounceKind], ...] = (
     (
         # 3.2.2: mailbox full.
         "2.2",
-        re.compile(
+        lazy_re(
             r"\bmailbox (?:is )?full|\bover ?quota|\bquota exceeded|\bexceeded (?:the |its )?quota"
             r"|\binsufficient (?:disk )?space|\bmailbox size limit"
         ),
@@ -69,7 +70,7 @@ INFERRED_STATUSES: tuple[tuple[str, re.Pattern[str], BounceKind], ...] = (
     (
         # 3.3.4: message too big for system.
         "3.4",
-        re.compile(
+        lazy_re(
             r"\bmessage (?:is )?too (?:large|big)|\bmessage size exceeds"
             r"|\bexceeds (?:the )?(?:maximum )?(?:message )?size limit"
         ),
@@ -78,7 +79,7 @@ INFERRED_STATUSES: tuple[tuple[str, re.Pattern[str], BounceKind], ...] = (
     (
         # 3.7.1: delivery not authorized, message refused (policy, spam, block lists).
         "7.1",
-        re.compile(
+        lazy_re(
             r"\bspam\b|\bblock ?list|\bblack ?list|\bspamhaus\b|\bdnsbl\b"
             r"|\b(?:rejected|refused|blocked) (?:for|due to|by) (?:local )?policy"
             r"|\bpolicy (?:violation|rejection|reasons)"
@@ -122,7 +123,7 @@ _HARD_RULES = frozenset(rule.name for rule in DEAD_ADDRESS.rules)
 
 _INFERRED_KINDS = frozenset({BounceKind.HARD, BounceKind.SOFT, BounceKind.DELAYED})
 # Wording that names two states at once (GroupWise: "user or domain does not exist").
-_AMBIGUOUS_RE = re.compile(r"\b(?:user|address|recipient|mailbox) or domain\b")
+_AMBIGUOUS_RE = lazy_re(r"\b(?:user|address|recipient|mailbox) or domain\b")
 
 
 def infer_status(status: str | None, diagnostic: str, kind: BounceKind) -> str | None:

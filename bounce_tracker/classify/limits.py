@@ -10,7 +10,7 @@ what the later steps walk, decode and keep.
 
 from __future__ import annotations
 
-import re
+from bounce_tracker.classify.patterns import lazy_re
 
 #: Bytes of the raw message handed to the parser; the rest (deep in the returned
 #: original) is never needed to classify.
@@ -47,8 +47,8 @@ MAX_REPORT_DECISION_CHARS = 256 * 1024
 MIN_RECIPIENT_DECISION_CHARS = 256
 
 
-_CONTAINER_RE = re.compile(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?(?:multipart|message)/")
-_CONTENT_TYPE_FIELD_RE = re.compile(rb"(?im)^content-type:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*")
+_CONTAINER_RE = lazy_re(rb"(?im)^content-type:[ \t]*(?:\r?\n[ \t]+)?(?:multipart|message)/")
+_CONTENT_TYPE_FIELD_RE = lazy_re(rb"(?im)^content-type:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*")
 
 
 def _nth_offset(data: bytes, needle: bytes, n: int) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from email.message import Message
 
 from bounce_tracker.classify import languages
 from bounce_tracker.classify.dsn import iter_fields
@@ -28,16 +27,21 @@ from bounce_tracker.classify.mime import (
     part_text,
     walk,
 )
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.text import addresses_in, unique
 
-#: A subject a person's reply carries.
-REPLY_SUBJECT_RE = re.compile(r"^\s*(?:re|aw|sv|vs|antw|odp|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
-#: A subject a person's forward carries.
-FORWARD_SUBJECT_RE = re.compile(r"^\s*(?:fwd?|wg|tr|rv|enc|i|doorst)\s*:", re.I)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from email.message import Message
 
-_ANGLE_ID_RE = re.compile(r"<[^<>\s]{1,250}>")
+#: A subject a person's reply carries.
+REPLY_SUBJECT_RE = lazy_re(r"^\s*(?:re|aw|sv|vs|antw|odp|rif|r)\s*(?:\[\d+\])?\s*:", re.I)
+#: A subject a person's forward carries.
+FORWARD_SUBJECT_RE = lazy_re(r"^\s*(?:fwd?|wg|tr|rv|enc|i|doorst)\s*:", re.I)
+
+_ANGLE_ID_RE = lazy_re(r"<[^<>\s]{1,250}>")
 # Where the returned original starts inside a text bounce.
-_ORIGINAL_START_RE = re.compile(
+_ORIGINAL_START_RE = lazy_re(
     r"^[ \t]*-{2,}[ \t]*(?:below this line is a copy of the message|this is a copy of"
     r"|original message|unsent message|message header follows|returned message"
     r"|the header of the original|the body of the message|undelivered message"
@@ -49,17 +53,17 @@ _ORIGINAL_START_RE = re.compile(
     r"|^[ \t]*(?:" + languages.ORIGINAL_START + ")",
     re.IGNORECASE | re.MULTILINE,
 )
-_RECEIVED_FOR_RE = re.compile(r"\bfor\s+<?([^<>\s;]{1,254}@[^<>\s;]{1,254})>?", re.IGNORECASE)
-_HEADER_START_RE = re.compile(r"^(?:received|return-path)[ \t]*:", re.IGNORECASE)
-_QUOTED_LINE_RE = re.compile(r"^[ \t]*>[^\n]*\n?", re.MULTILINE)
-_MESSAGE_ID_LINE_RE = re.compile(r"^[ \t]*message-id[ \t]*:[ \t]*(<[^<>\s]{1,250}>)", re.I | re.M)
-_DAEMON_LOCAL_RE = re.compile(
+_RECEIVED_FOR_RE = lazy_re(r"\bfor\s+<?([^<>\s;]{1,254}@[^<>\s;]{1,254})>?", re.IGNORECASE)
+_HEADER_START_RE = lazy_re(r"^(?:received|return-path)[ \t]*:", re.IGNORECASE)
+_QUOTED_LINE_RE = lazy_re(r"^[ \t]*>[^\n]*\n?", re.MULTILINE)
+_MESSAGE_ID_LINE_RE = lazy_re(r"^[ \t]*message-id[ \t]*:[ \t]*(<[^<>\s]{1,250}>)", re.I | re.M)
+_DAEMON_LOCAL_RE = lazy_re(
     r"^(?:postmaster|mailer[-_.]?daemon|mail[-_.]?daemon|maildaemon|abuse|hostmaster|root"
     r"|no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?|mdaemon|microsoftexchange[0-9a-f]{8,})$"
     r"|^bounces?[+=._-]",
     re.IGNORECASE,
 )
-_VERP_LOCAL_RE = re.compile(r"[+=]|^bounce", re.IGNORECASE)
+_VERP_LOCAL_RE = lazy_re(r"[+=]|^bounce", re.IGNORECASE)
 _ENVELOPE_HEADERS = (
     "to",
     "cc",

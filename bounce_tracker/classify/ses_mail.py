@@ -27,10 +27,8 @@ decoder is "not a notification".
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from bounce_tracker.classify.arf import NOT_COMPLAINT_FEEDBACK_TYPES, normalize_feedback_type
 from bounce_tracker.classify.delivery_status import overall_kind
@@ -43,9 +41,14 @@ from bounce_tracker.classify.diagnosis import (
 )
 from bounce_tracker.classify.dsn import MAX_RECIPIENT_RECORDS, strip_type
 from bounce_tracker.classify.mime import part_text
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.report import Report
 from bounce_tracker.classify.text import clip
 from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Permanent bounce subtypes that name the address itself (or SES's suppression
 #: list, which holds addresses that hard-bounced before). The ESP webhook path
@@ -60,9 +63,9 @@ _TYPE_OBJECTS = {
     "DeliveryDelay": "deliveryDelay",
 }
 # Cheap test before any JSON is decoded: one of the type keys, as a JSON key.
-_TYPE_KEY_RE = re.compile(r'"(?:notificationType|eventType|Type)"\s*:')
+_TYPE_KEY_RE = lazy_re(r'"(?:notificationType|eventType|Type)"\s*:')
 # Where the JSON may start: the first non-blank character of the body.
-_JSON_START_RE = re.compile(r"\A\s{0,200}\{")
+_JSON_START_RE = lazy_re(r"\A\s{0,200}\{")
 
 
 def classify_ses_mail(report: Report) -> Classification | None:
@@ -119,6 +122,8 @@ def _notification(report: Report) -> Mapping[str, Any] | None:
 
 def _decode(text: str) -> object:
     """The JSON value ``text`` starts with (SNS's footer may follow it), or None."""
+    import json  # only for an SES notification: not at start-up
+
     try:
         value, _end = json.JSONDecoder().raw_decode(text.lstrip())
     except (ValueError, RecursionError):

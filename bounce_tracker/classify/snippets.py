@@ -19,17 +19,18 @@ from bounce_tracker.classify.limits import (
     MAX_REPORT_DECISION_CHARS,
     MIN_RECIPIENT_DECISION_CHARS,
 )
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.report import Report
 from bounce_tracker.classify.text import ADDRESS_RE, clip
 
-_SUCCESS_REPLY_LINE_RE = re.compile(r"^[ \t]*<<<[ \t]*[123]\d\d[ -][^\n]*\n?", re.MULTILINE)
-_SUMMARY_LINE_RE = re.compile(
+_SUCCESS_REPLY_LINE_RE = lazy_re(r"^[ \t]*<<<[ \t]*[123]\d\d[ -][^\n]*\n?", re.MULTILINE)
+_SUMMARY_LINE_RE = lazy_re(
     r"^[ \t]*(?:subject|betreff|objet|asunto|oggetto|onderwerp|assunto|temat|sent|date|datum"
     r"|gesendet|envoy[ée]|enviado|inviato)[ \t]*:[^\n]*\n?|^[^\n]{0,100}\bsubject of the message"
     r"[^\n]*\n?",
     re.IGNORECASE | re.MULTILINE,
 )
-_HEADERISH_LINE_RE = re.compile(
+_HEADERISH_LINE_RE = lazy_re(
     r"^[ \t]*(?:message-id|references|in-reply-to|x-[\w-]{1,60}|received|dkim-signature"
     r"|list-[\w-]{1,30}|thread-index|authentication-results|arc-[\w-]{1,30}|return-path"
     r"|from|sender|reply-to|errors-to|mail from|>>>)[ \t]*:?",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 
 from bounce_tracker.classify.limits import MAX_DIAGNOSTIC_CHARS
+from bounce_tracker.classify.patterns import lazy_re
 
 #: One or more white-space characters (folded to one space).
-WS_RE = re.compile(r"\s+")
+WS_RE = lazy_re(r"\s+")
 # Scripts written without spaces (CJK ideographs, kana, Hangul, full-width forms): a
 # word in them runs straight into an address ("宛先taro@example.jpは存在しません"), so
 # they are never part of one. Other letters are (EAI local parts, IDN labels).
@@ -41,14 +42,14 @@ _ADDRESS_BODY = (
 #: a longer run of address characters, and the domain's last label is ASCII and starts
 #: with a letter (``user@192.0.2.1`` is not a recipient, and the Cyrillic word after
 #: ``ivan@mail.example`` in "ivan@mail.example" + "не найден" is not its top-level domain).
-ADDRESS_RE = re.compile(
+ADDRESS_RE = lazy_re(
     r"(?<!" + _LOCAL_CHARS + r")(" + _ADDRESS_BODY + r"[A-Za-z][A-Za-z0-9-]{0,62})", re.UNICODE
 )
 #: Anything shaped like an address, for blanking out of a diagnostic before its
 #: words are weighed (:func:`bounce_tracker.classify.diagnosis.normalize_text`).
 #: Wider than :data:`ADDRESS_RE` on purpose: the words in ``spam@192.0.2.1`` or in
 #: the last 64 characters of an overlong local part must not decide either.
-ADDRESS_LIKE_RE = re.compile(
+ADDRESS_LIKE_RE = lazy_re(
     _ADDRESS_BODY + r"(?:[A-Za-z0-9-]{1,63}|[^\W\x00-\x7f" + _CJK + r"]{1,63})", re.UNICODE
 )
 

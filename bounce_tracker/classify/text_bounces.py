@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from email.message import Message
 
 from bounce_tracker.classify import diagnosis
 from bounce_tracker.classify.auto_reply import auto_reply_reason
@@ -29,6 +28,7 @@ from bounce_tracker.classify.mime import (
     header_values,
     param,
 )
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.report import FORWARD_SUBJECT_RE, REPLY_SUBJECT_RE, Report
 from bounce_tracker.classify.snippets import Snippets, decision_share, key_sentence
 from bounce_tracker.classify.text import addresses_in, unique
@@ -45,6 +45,10 @@ from bounce_tracker.classify.wording import (
     is_delay,
 )
 from bounce_tracker.core.kinds import BounceKind, Classification, RecipientResult
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:
+    from email.message import Message
 
 
 def _bounce_signals(report: Report) -> tuple[bool, str]:
@@ -165,12 +169,12 @@ def _reporting_host(report: Report) -> str:
 # Where a mail client's inline forward starts: Gmail's "---------- Forwarded message
 # ---------", Outlook's "-----Original Message-----", Apple Mail's "Begin forwarded
 # message:". The forwarded message's header lines follow it.
-_INLINE_FORWARD_RE = re.compile(
+_INLINE_FORWARD_RE = lazy_re(
     r"^[ \t]*(?:-{2,}[ \t]*(?:forwarded message|original message|message transféré"
     r"|weitergeleitete nachricht)(?:[ \t]{0,20}-{1,40})?|begin forwarded message:)[ \t]{0,20}$",
     re.IGNORECASE | re.MULTILINE,
 )
-_FORWARD_FIELD_RE = re.compile(
+_FORWARD_FIELD_RE = lazy_re(
     r"^[ \t]*(from|subject|date|sent|to)[ \t]*:[ \t]*([^\n]{0,500})$", re.IGNORECASE
 )
 #: At most this many inline forward blocks are looked at.
@@ -205,6 +209,8 @@ def _inline_forwarded(report: Report) -> Message | None:
         if not (FROM_DAEMON_RE.search(sender) or SUBJECT_BOUNCE_RE.search(subject)):
             continue
         body = "\n".join(lines[used:]) if used < len(lines) else ""
+        from email.message import Message  # loaded already: the message was parsed
+
         inner = Message()
         inner["From"] = sender
         inner["Subject"] = subject

@@ -12,15 +12,16 @@ from __future__ import annotations
 import re
 
 from bounce_tracker.classify import languages
+from bounce_tracker.classify.patterns import lazy_re
 from bounce_tracker.classify.report import Report
 
 # Who sends bounces: the From of a report written by mail software.
-FROM_DAEMON_RE = re.compile(
+FROM_DAEMON_RE = lazy_re(
     r"mailer[-_ ]?daemon|\bpostmaster\b|mail ?delivery|delivery ?(?:subsystem|system|service)"
     r"|\bmail system\b|mail administrator|\bmdaemon\b|microsoftexchange[0-9a-f]{8}",
     re.IGNORECASE,
 )
-SUBJECT_BOUNCE_RE = re.compile(
+SUBJECT_BOUNCE_RE = lazy_re(
     r"undeliver|undelivered|not (?:been )?delivered|non[- ]?deliver|delivery (?:status"
     r" notification|failure|failed|report|problem|notification|error|incomplete)"
     r"|(?:mail|message) delivery failed|failure notice|returned mail|return(?:ed)? to sender"
@@ -37,7 +38,7 @@ SUBJECT_BOUNCE_RE = re.compile(
     re.IGNORECASE,
 )
 # Sentences only mail software writes: on their own they make a message a bounce.
-STRONG_MARKER_RE = re.compile(
+STRONG_MARKER_RE = lazy_re(
     r"this is the qmail-send program|(?:wasn't|was not) able to deliver your message"
     r"|created automatically by mail delivery software|could not be delivered to one or more"
     r"|has not yet been delivered to one or more|following addresses had (?:permanent|transient)"
@@ -61,7 +62,7 @@ STRONG_MARKER_RE = re.compile(
     re.IGNORECASE,
 )
 # Wording that is a bounce only with another sign (a bounce subject, a null sender…).
-WEAK_MARKER_RE = re.compile(
+WEAK_MARKER_RE = lazy_re(
     r"your message (?:could ?n[o']?t|was ?n[o']?t|did not|has not|cannot|can't) (?:be )?"
     r"(?:delivered|reach)|was not delivered to|remote host said:|(?:permanent|fatal) (?:error"
     r"|failure)|undeliverable (?:mail|message)|message (?:was )?(?:undeliverable|not delivered)"
@@ -70,13 +71,13 @@ WEAK_MARKER_RE = re.compile(
     + languages.WEAK_BOUNCE_MARKER,
     re.IGNORECASE,
 )
-FAILURE_WORDS_RE = re.compile(
+FAILURE_WORDS_RE = lazy_re(
     r"undeliver|not (?:be )?delivered|could ?n[o']?t (?:be )?deliver|unable to deliver|failed"
     r"|failure|rejected|returned|permanent|\berror\b|bounced|(?<![\w.])[45]\.\d\.\d"
     r"|(?:^|\s)[45][0-5]\d[ -]",
     re.IGNORECASE,
 )
-_DELAY_RE = re.compile(
+_DELAY_RE = lazy_re(
     r"warning (?:message )?only|do not need to resend|will (?:continue|keep) (?:trying|to try"
     r"|attempting|to attempt)|will be retried|will retry|still (?:be )?(?:trying|retrying|being"
     r" retried|attempting)|has not (?:yet )?been delivered|not yet been delivered|hasn't been"
@@ -90,7 +91,7 @@ _DELAY_RE = re.compile(
     r"|" + languages.DELAY,
     re.IGNORECASE,
 )
-_PERMANENT_RE = re.compile(
+_PERMANENT_RE = lazy_re(
     r"permanent (?:error|fatal|failure)|failed permanently|permanently (?:rejected|failed)"
     r"|gave up|given up|giving up|could not be delivered for \d|message expired|has expired"
     r"|delivery (?:has )?failed|retry timeout exceeded|time limit exceeded"
@@ -98,7 +99,7 @@ _PERMANENT_RE = re.compile(
     r"|non[- ]?deliver|undeliverable|returning message to sender|returned to sender",
     re.IGNORECASE,
 )
-SUCCESS_RE = re.compile(
+SUCCESS_RE = lazy_re(
     r"\(success\)|\(relay\)|successful mail delivery|^\s*(?:delivered|relayed)\s*:"
     r"|delivery to these recipients or groups is complete|was successfully delivered"
     r"|has been successfully delivered|delivery to the following recipients? (?:was )?"
@@ -107,14 +108,14 @@ SUCCESS_RE = re.compile(
     r"(?:successful|succeeded|complete)|your message (?:has been|was) delivered",
     re.IGNORECASE | re.MULTILINE,
 )
-PHISH_RE = re.compile(
+PHISH_RE = lazy_re(
     r"\bclick (?:here|below|the link)|\b(?:log ?in|sign ?in) (?:to|here|now)"
     r"|\bverify your (?:account|mailbox|e-?mail|password)|\brelease (?:your )?(?:pending|held"
     r"|blocked|these)? ?messages|\bpassword\b|\bmailbox (?:will be )?(?:deactivat|suspend|clos)"
     r"|\bupgrade your (?:mailbox|storage)|\brecover (?:your )?messages",
     re.IGNORECASE,
 )
-HOST_SENTENCE_RE = re.compile(
+HOST_SENTENCE_RE = lazy_re(
     r"(?:qmail-send program at|mail system at host|running the courier mail server|generating"
     r" server:|reporting-mta:[ \t]*dns;)[ \t]*([\w.-]{3,255})",
     re.IGNORECASE,
