@@ -14,6 +14,13 @@ A recipient the server (or an ESP) refuses while a copy is sent is recorded as a
 bounce event of that address (:mod:`bounce_tracker.sending.refusals`). To see the reply
 even with ``fail_silently=True``, the inner backend is always built with
 ``fail_silently=False`` and this backend applies ``fail_silently`` itself.
+
+The accepted copies are counted once per batch, after every copy has been handed
+to the inner backend and before ``send_messages()`` returns: one autocommitted
+``msg_count + n`` UPDATE (or part of the caller's transaction). A process killed in
+between loses that batch's counts and never counts a copy twice (at most once);
+why neither a transaction around the batch nor a deferred write replaced this is
+in :mod:`bounce_tracker.sending.tracking`.
 """
 
 from __future__ import annotations
