@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from bounce_tracker.classify import convention
 from bounce_tracker.classify.convention import (
@@ -58,18 +59,34 @@ BASIC_CODE_RE = lazy_re(
 _URL_RE = lazy_re(r"(?:https?|ftp)://[^\s<>\"')\]]{1,2000}", re.IGNORECASE)
 
 
+# The same sentence is read several times per report (its key sentence, its verdict,
+# its inferred status): the pure functions below remember their last answers.
+_REMEMBERED = 256
+
+
 def enhanced_codes(text: str) -> list[str]:
     """Every RFC 3463 code in ``text``, in order, normalized (``"5.1.1"``)."""
-    return [f"{a}.{b}.{int(c)}" for a, b, c in ENHANCED_CODE_RE.findall(text[:MAX_DECISION_CHARS])]
+    return list(_enhanced_codes(text))
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def _enhanced_codes(text: str) -> tuple[str, ...]:
+    found = ENHANCED_CODE_RE.findall(text[:MAX_DECISION_CHARS])
+    return tuple(f"{a}.{b}.{int(c)}" for a, b, c in found)
 
 
 def basic_codes(text: str) -> list[int]:
     """The SMTP reply codes (``550``…) quoted in ``text``, in order."""
+    return list(_basic_codes(text))
+
+
+@lru_cache(maxsize=_REMEMBERED)
+def _basic_codes(text: str) -> tuple[int, ...]:
     found: list[int] = []
     for match in BASIC_CODE_RE.finditer(text[:MAX_DECISION_CHARS]):
         code = match.group(1) or match.group(2)
         found.append(int(code))
-    return found
+    return tuple(found)
 
 
 def normalize_status(value: str | None) -> str | None:
@@ -89,6 +106,7 @@ def best_status(codes: Sequence[str]) -> str | None:
     return failures[0] if failures else None
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def normalize_text(text: str) -> str:
     """Lower case, one space between words; URLs and addresses replaced by placeholders.
 
@@ -100,6 +118,7 @@ def normalize_text(text: str) -> str:
     return WS_RE.sub(" ", text).strip().lower()
 
 
+@lru_cache(maxsize=_REMEMBERED)
 def failure_evidence(text: str) -> bool:
     """Whether ``text`` states a failure: a 4xx/5xx code, or wording some rule knows."""
     if any(code[0] in "45" for code in enhanced_codes(text)):
