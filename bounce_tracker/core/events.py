@@ -277,10 +277,16 @@ class _Statements:
         self._update_tail = f" WHERE {pk} = %s"
         self._updates: dict[tuple[bool, bool], str] = {}
         self.event_table, self.event_pk = str(event_meta.db_table), str(event_meta.pk.column)
-        self.event_fields = [field for field in event_meta.concrete_fields if not field.primary_key]
+        # (field, True when its value goes to the driver as it is: text, numbers,
+        # booleans; dates and bytes go through get_db_prep_save like in Model.save()).
+        self.event_fields = [
+            (field, field.get_internal_type() in _PLAIN_FIELDS)
+            for field in event_meta.concrete_fields
+            if not field.primary_key
+        ]
         self.insert_sql = "INSERT INTO {} ({}) VALUES ({})".format(
             qn(self.event_table),
-            ", ".join(qn(field.column) for field in self.event_fields),
+            ", ".join(qn(field.column) for field, _ in self.event_fields),
             ", ".join(["%s"] * len(self.event_fields)),
         )
         self.returning = connection.features.can_return_columns_from_insert
@@ -328,8 +334,10 @@ class _Statements:
     def insert(self, cursor: CursorWrapper, event: BounceEvent) -> int:
         """INSERT ``event``; its new primary key."""
         params = [
-            field.get_db_prep_save(getattr(event, field.attname), connection)
-            for field in self.event_fields
+            getattr(event, field.attname)
+            if plain
+            else field.get_db_prep_save(getattr(event, field.attname), connection)
+            for field, plain in self.event_fields
         ]
         cursor.execute(self.insert_sql, params)
         if self.returning:
@@ -337,6 +345,9 @@ class _Statements:
         return int(connection.ops.last_insert_id(cursor, self.event_table, self.event_pk))
 
 
+_PLAIN_FIELDS = frozenset(
+    ["CharField", "TextField", "BooleanField", "PositiveIntegerField", "IntegerField", "ForeignKey"]
+)
 _STATEMENTS: dict[str, _Statements] = {}
 
 
