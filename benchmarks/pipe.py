@@ -20,7 +20,18 @@ bare Django command
     system checks: the floor for any Django pipe target;
 handle_bounce
     the real command with the same minimal project's settings; every run gets a
-    different DSN (its own Message-ID), so every run records a new event.
+    different DSN (its own Message-ID), so every run records a new event;
+bare command (example site), handle_bounce (example site)
+    the same two commands in the example site (``example_project/manage.py``, its
+    settings plus the benchmark's app ``benchsite`` holding the bare command): the
+    goal's comparison, ``handle_bounce`` against the least any command does in the
+    same site (column ``x site cmd``);
+handle_bounce (pipe-only settings)
+    the example site with ``benchsite.pipe_settings``: the same settings with only
+    ``bounce_tracker`` (and the benchmark's app) installed, what a site can do itself;
+with ``--flags``: handle_bounce (example site) under ``python -X frozen_modules=on``
+    and under ``python -S`` (no ``site``: the virtualenv's site-packages on
+    ``PYTHONPATH`` instead, its ``.pth`` files not run).
 
 Each variant updates its own tracker row among ``--addresses`` rows seeded first, and
 the counters are checked afterwards. With ``--parallel N`` each variant's turn in a
@@ -33,6 +44,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/pipe.py --database-url sqlite
     .venv/bin/python benchmarks/pipe.py --parallel 10 --runs 200
     .venv/bin/python benchmarks/pipe.py --addresses 1000000 --importtime
+    .venv/bin/python benchmarks/pipe.py --flags
 
 It prints a table and always exits 0: it measures, it does not judge.
 """
@@ -48,6 +60,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -67,6 +80,19 @@ SETTINGS_MODULE = "pipe_bench_settings"
 FLOOR_APP = "pipe_bench_floor"
 FLOOR_COMMAND = "bump_bounce_count"
 RECIPE_SCRIPT = "original_recipe.py"
+EXAMPLE_MANAGE_PY = REPO_ROOT / "example_project" / "manage.py"
+SITE_SETTINGS = "benchsite.settings"  # the example site plus the bare command's app
+PIPE_ONLY_SETTINGS = "benchsite.pipe_settings"  # the example site's pipe-only settings
+#: Modules the pipe must not import (its own start: not the site's other apps).
+NOT_FOR_THE_PIPE = (
+    "bounce_tracker.sending",
+    "bounce_tracker.backend",
+    "bounce_tracker.admin",
+    "bounce_tracker.receiving.mailbox",
+    "imaplib",
+    "poplib",
+    "mailbox",
+)
 # What Postfix's pipe(8) passes on: little more than PATH (plus what master.cf sets).
 PIPE_PATH = "/usr/bin:/bin"
 SEED_BATCH_ROWS = 10_000
@@ -384,6 +410,7 @@ class Variant:
     env: dict[str, str]
     target: int | None = None  # seeded row number; None: touches no row
     expects_quiet: bool = False
+    role: str = ""  # "python", "recipe", "floor", "pipe", "site floor", "site pipe"
     per_bounce: list[float] = field(default_factory=list)  # one per round
     cpu_per_bounce: list[float] = field(default_factory=list)  # one per round
     latencies: list[float] = field(default_factory=list)  # one per measured process
@@ -530,7 +557,13 @@ def paired_ratio(numerator: Variant, denominator: Variant) -> float:
     )
 
 
-def format_table(variants: Sequence[Variant], recipe: Variant, bare: Variant) -> str:
+def role(variants: Sequence[Variant], name: str) -> Variant:
+    return next(variant for variant in variants if variant.role == name)
+
+
+def format_table(
+    variants: Sequence[Variant], recipe: Variant, bare: Variant, site_floor: Variant
+) -> str:
     header = (
         "variant",
         "ms/bounce",
@@ -538,6 +571,7 @@ def format_table(variants: Sequence[Variant], recipe: Variant, bare: Variant) ->
         "CPU ms",
         "x recipe",
         "x python",
+        "x site cmd",
         "bounces/s",
         "latency ms",
     )
@@ -551,6 +585,7 @@ def format_table(variants: Sequence[Variant], recipe: Variant, bare: Variant) ->
                 f"{statistics.median(variant.cpu_per_bounce) * 1000:.1f}",
                 f"{paired_ratio(variant, recipe):.2f}",
                 f"{paired_ratio(variant, bare):.2f}",
+                f"{paired_ratio(variant, site_floor):.2f}",
                 f"{variant.measured_bounces / variant.measured_seconds:.1f}",
                 f"{statistics.median(variant.latencies) * 1000:.1f}",
             )
@@ -640,6 +675,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "installs admin, auth, sessions...) as a fifth variant",
     )
     parser.add_argument(
+        "--flags",
+        action="store_true",
+        help="also run handle_bounce in the example site under 'python -X "
+        "frozen_modules=on' and under 'python -S'",
+    )
+    parser.add_argument(
         "--importtime",
         action="store_true",
         help=f"afterwards, run handle_bounce once under 'python -X importtime' and print "
@@ -648,52 +689,76 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if args.addresses < 5:
-        parser.error("--addresses must be at least 5 (one row per variant)")
+    if args.addresses < 20:
+        parser.error("--addresses must be at least 20 (one row per variant)")
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
     return args
 
 
 def build_variants(
-    vendor: str, seed: Seed, env: dict[str, str], site_settings: str | None
+    vendor: str,
+    seed: Seed,
+    env: dict[str, str],
+    site_settings: str | None,
+    flags: bool = False,
 ) -> list[Variant]:
     """The variants, each on its own seeded row (spread over the table)."""
-
-    def row(share: int) -> int:
-        return seed.count * share // 6
-
     pipe_args = ["--", "MAILER-DAEMON"]
-    variants = [
-        Variant("python -c pass", ["-c", "pass"], env),
-        Variant(
-            f"original recipe ({RECIPE_DRIVERS[vendor]})",
-            [RECIPE_SCRIPT, *pipe_args, seed.verp_address(row(1))],
-            env,
-            target=row(1),
-        ),
-        Variant(
-            "bare Django command",
-            ["-m", "django", FLOOR_COMMAND, *pipe_args, seed.verp_address(row(2))],
-            env,
-            target=row(2),
-        ),
-        Variant(
-            "handle_bounce",
-            ["-m", "django", "handle_bounce", *pipe_args, seed.verp_address(row(3))],
-            env,
-            target=row(3),
-            expects_quiet=True,
+    manage_py = str(EXAMPLE_MANAGE_PY)
+    site_env = {**env, "DJANGO_SETTINGS_MODULE": SITE_SETTINGS}
+    specs: list[tuple[str, list[str], dict[str, str], str]] = [
+        (f"original recipe ({RECIPE_DRIVERS[vendor]})", [RECIPE_SCRIPT], env, "recipe"),
+        ("bare Django command", ["-m", "django", FLOOR_COMMAND], env, "floor"),
+        ("handle_bounce", ["-m", "django", "handle_bounce"], env, "pipe"),
+        ("bare command (example site)", [manage_py, FLOOR_COMMAND], site_env, "site floor"),
+        ("handle_bounce (example site)", [manage_py, "handle_bounce"], site_env, "site pipe"),
+        (
+            "handle_bounce (pipe-only settings)",
+            [manage_py, "handle_bounce"],
+            {**env, "DJANGO_SETTINGS_MODULE": PIPE_ONLY_SETTINGS},
+            "",
         ),
     ]
+    if flags:
+        no_site_env = {
+            **site_env,
+            "PYTHONPATH": os.pathsep.join([env["PYTHONPATH"], sysconfig.get_paths()["purelib"]]),
+        }
+        specs += [
+            (
+                "handle_bounce (example site, -X frozen_modules=on)",
+                ["-X", "frozen_modules=on", manage_py, "handle_bounce"],
+                site_env,
+                "",
+            ),
+            (
+                "handle_bounce (example site, -S)",
+                ["-S", manage_py, "handle_bounce"],
+                no_site_env,
+                "",
+            ),
+        ]
     if site_settings:
+        specs.append(
+            (
+                f"handle_bounce ({site_settings})",
+                ["-m", "django", "handle_bounce"],
+                {**env, "DJANGO_SETTINGS_MODULE": site_settings},
+                "",
+            )
+        )
+    variants = [Variant("python -c pass", ["-c", "pass"], env, role="python")]
+    for number, (name, argv, variant_env, variant_role) in enumerate(specs, start=1):
+        target = seed.count * number // (len(specs) + 1)
         variants.append(
             Variant(
-                f"handle_bounce ({site_settings})",
-                ["-m", "django", "handle_bounce", *pipe_args, seed.verp_address(row(4))],
-                {**env, "DJANGO_SETTINGS_MODULE": site_settings},
-                target=row(4),
-                expects_quiet=True,
+                name,
+                [*argv, *pipe_args, seed.verp_address(target)],
+                variant_env,
+                target=target,
+                expects_quiet="handle_bounce" in argv,
+                role=variant_role,
             )
         )
     return variants
@@ -730,7 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE,
             "DATABASE_URL": url,
         }
-        variants = build_variants(connection.vendor, seed, env, args.site_settings)
+        variants = build_variants(
+            connection.vendor, seed, env, args.site_settings, flags=args.flags
+        )
         imports = None
         try:
             seconds = seed_addresses(seed)
@@ -740,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench = Bench(seed, workdir, args.parallel, pool)
                 bench.measure(variants, rounds)
                 if args.importtime:
-                    imports = importtime(bench, variants[3])
+                    imports = importtime(bench, role(variants, "site pipe"))
             verification = verify(seed, variants)
         finally:
             cleanup_seconds = remove_rows(seed, target_addresses(seed, variants))
@@ -756,7 +823,9 @@ def print_report(
     cleanup_seconds: float,
     imports: tuple[Run, list[Import]] | None,
 ) -> None:
-    bare, recipe, floor, handle_bounce = variants[:4]
+    bare, recipe = role(variants, "python"), role(variants, "recipe")
+    floor, handle_bounce = role(variants, "floor"), role(variants, "pipe")
+    site_floor, site_pipe = role(variants, "site floor"), role(variants, "site pipe")
     if args.parallel == 1:
         print(
             f"{rounds} rounds after 1 warm-up round, one process per variant per round, "
@@ -779,7 +848,7 @@ def print_report(
     if args.runs < 50:
         print(f"note: only {args.runs} runs per variant; medians and p90 are rough")
     print()
-    print(format_table(variants, recipe, bare))
+    print(format_table(variants, recipe, bare, site_floor))
     print()
     median_ms = statistics.median(handle_bounce.per_bounce) * 1000
     over_floor = median_ms - statistics.median(floor.per_bounce) * 1000
@@ -787,6 +856,12 @@ def print_report(
     print(
         f"handle_bounce: median {median_ms:.1f} ms per bounce, {over_floor:+.1f} ms over the "
         f"bare Django command, {over_recipe:+.1f} ms over the original recipe"
+    )
+    print(
+        f"handle_bounce in the example site: {paired_ratio(site_pipe, site_floor):.2f} x the "
+        f"bare command in the same site (median of per-round ratios; goal <= 0.9), "
+        f"CPU {statistics.median(site_pipe.cpu_per_bounce) * 1000:.0f} against "
+        f"{statistics.median(site_floor.cpu_per_bounce) * 1000:.0f} ms"
     )
     for line in verification:
         print(line)
@@ -808,6 +883,17 @@ def print_report(
                 f"{entry.cumulative_us / 1000:9.1f}  {entry.self_us / 1000:7.1f}  "
                 f"{entry.module:<{width}}  {entry.imported_by}"
             )
+        print(f"{len(entries)} modules imported in all")
+        unwanted = [
+            entry
+            for entry in entries
+            if entry.depth == 0
+            and any(entry.module == n or entry.module.startswith(n + ".") for n in NOT_FOR_THE_PIPE)
+        ]
+        if unwanted:
+            print("imported though the pipe doesn't use them (top level, and by what):")
+            for entry in unwanted:
+                print(f"  {entry.module} ({entry.cumulative_us / 1000:.1f} ms)")
 
 
 if __name__ == "__main__":
