@@ -61,7 +61,7 @@ _URL_RE = lazy_re(r"(?:https?|ftp)://[^\s<>\"')\]]{1,2000}", re.IGNORECASE)
 
 # The same sentence is read several times per report (its key sentence, its verdict,
 # its inferred status): the pure functions below remember their last answers.
-_REMEMBERED = 256
+_REMEMBERED = 64
 
 
 def enhanced_codes(text: str) -> list[str]:

@@ -123,7 +123,7 @@ def _needed(items: Any) -> frozenset[str] | None:
 
 
 #: Texts whose answer each table remembers.
-MAX_REMEMBERED = 256
+MAX_REMEMBERED = 64
 
 
 class Alternation:
