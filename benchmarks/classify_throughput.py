@@ -3,19 +3,24 @@
 Three measurements, each side by side with a baseline in the same run:
 
 throughput
-    every ``tests/fixtures/bounces/*.eml`` (or, when that corpus is missing, a set of
-    generated variants) classified ``--repeat`` times per round; the baseline is the
-    standard library parse alone (``email.message_from_bytes``), so the ratio is what
-    the classifier adds on top of parsing. The two alternate which goes first.
+    every ``tests/fixtures/bounces/**/*.eml``, every folder (or, when that corpus is
+    missing, a set of generated variants) classified ``--repeat`` times per round; the
+    baseline is the standard library parse alone (``email.message_from_bytes``), so the
+    ratio is what the classifier adds on top of parsing. The two alternate which goes first.
 hostile input
     a few crafted worst cases (10,000 recipient blocks, deep nesting, a 1 MB header
     line, unclosed HTML…), each timed once per round.
 start-up
-    ``python -c "import bounce_tracker.classify"`` against ``python -c "pass"``: the
-    per-bounce pipe process pays this on every message.
+    ``python -c "import bounce_tracker.classify"`` against ``python -c "pass"`` and
+    against ``import bounce_tracker.core.kinds`` (the shared vocabulary, which pulls in
+    ``dataclasses``): the per-bounce pipe process pays this on every message. Wall
+    and CPU time (the CPU time is steadier on a busy machine), the modules
+    ``from bounce_tracker.classify import classify_message`` loads, and the first
+    message a fresh process classifies (the patterns it needs are compiled then).
 
-Memory: tracemalloc's peak while classifying each message once (the largest single
-message), and the process's maximum resident set size (``ru_maxrss``).
+Memory per message: tracemalloc's peak while classifying each message once (median,
+95th percentile, the largest), and the process's maximum resident set size
+(``ru_maxrss``).
 
 Run from the repository root::
 
@@ -141,29 +146,34 @@ def _hostile_messages() -> dict[str, bytes]:
 
 
 def _load(directory: Path) -> tuple[dict[str, bytes], str]:
-    files = sorted(directory.glob("*.eml"))
+    files = sorted(directory.rglob("*.eml"))
     if files:
-        return {path.name: path.read_bytes() for path in files}, str(directory)
+        messages = {str(path.relative_to(directory)): path.read_bytes() for path in files}
+        folders = len({path.parent for path in files})
+        return messages, f"{directory} ({folders} folders, recursively)"
     return _generated_messages(), "generated variants (no fixture corpus found)"
 
 
-def _time(function: Callable[[bytes], object], messages: list[bytes], repeat: int) -> float:
+def _time(
+    function: Callable[[bytes], object], messages: list[bytes], repeat: int
+) -> tuple[float, float]:
+    """Wall time and this process's CPU time (steadier on a busy machine)."""
     gc.collect()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(repeat):
         for raw in messages:
             function(raw)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def _throughput(messages: dict[str, bytes], rounds: int, repeat: int) -> None:
     bodies = list(messages.values())
     count = len(bodies) * repeat
     _time(classify_message, bodies, 1)  # warm-up, not recorded
-    parse_times: list[float] = []
-    classify_times: list[float] = []
+    parse_times: list[tuple[float, float]] = []
+    classify_times: list[tuple[float, float]] = []
     for round_number in range(rounds):
-        pair = [
+        pair: list[tuple[list[tuple[float, float]], Callable[[bytes], object]]] = [
             (parse_times, email.message_from_bytes),
             (classify_times, classify_message),
         ]
@@ -171,11 +181,14 @@ def _throughput(messages: dict[str, bytes], rounds: int, repeat: int) -> None:
             pair.reverse()
         for bucket, function in pair:
             bucket.append(_time(function, bodies, repeat))
-    ratios = [c / p for c, p in zip(classify_times, parse_times, strict=True)]
-    parse, classify = statistics.median(parse_times), statistics.median(classify_times)
-    print(f"{'case':<22} {'msgs/s':>10} {'us/msg':>10}")
-    print(f"{'parse only (baseline)':<22} {count / parse:>10,.0f} {parse / count * 1e6:>10.1f}")
-    print(f"{'classify_message':<22} {count / classify:>10,.0f} {classify / count * 1e6:>10.1f}")
+    ratios = [c[0] / p[0] for c, p in zip(classify_times, parse_times, strict=True)]
+    print(f"{'case (median of rounds)':<24} {'msgs/s':>10} {'us/msg':>10} {'msgs/s cpu':>11}")
+    cases = (("parse only (baseline)", parse_times), ("classify_message", classify_times))
+    for label, times in cases:
+        wall = statistics.median(t[0] for t in times)
+        cpu = statistics.median(t[1] for t in times)
+        per = wall / count * 1e6
+        print(f"{label:<24} {count / wall:>10,.0f} {per:>10.1f} {count / cpu:>11,.0f}")
     print(f"ratio classify/parse (median of rounds): {statistics.median(ratios):.2f}")
 
 
@@ -189,8 +202,14 @@ def _memory(messages: dict[str, bytes]) -> None:
         tracemalloc.stop()
         peaks.append((peak, name))
     peaks.sort(reverse=True)
-    median = statistics.median(peak for peak, _ in peaks)
-    print(f"tracemalloc peak per message: median {median / 1024:,.0f} KiB; largest:")
+    values = sorted(peak for peak, _ in peaks)
+    median = statistics.median(values)
+    p95 = values[min(len(values) - 1, int(len(values) * 0.95))]
+    mean = statistics.fmean(values)
+    print(
+        f"tracemalloc peak per message: median {median / 1024:,.0f} KiB, mean {mean / 1024:,.0f}"
+        f" KiB, 95th percentile {p95 / 1024:,.0f} KiB; largest:"
+    )
     for peak, name in peaks[:3]:
         size = len(messages[name])
         print(f"  {peak / 1024:>8,.0f} KiB  {name} ({size / 1024:,.1f} KiB raw)")
@@ -216,20 +235,63 @@ def _hostile(rounds: int) -> None:
         )
 
 
-def _startup(rounds: int) -> None:
-    def run(code: str) -> float:
-        times = []
+def _startup(rounds: int, first_message: Path | None) -> None:
+    def run(code: str) -> tuple[float, float]:
+        """Median wall time and median CPU time (user + system) of ``python -c code``."""
+        walls, cpus = [], []
         for _ in range(rounds):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+            walls.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        return statistics.median(walls), statistics.median(cpus)
 
-    bare = run("pass")
-    loaded = run("import bounce_tracker.classify")
-    print(f"python -c pass: {bare * 1000:.1f} ms")
-    print(f"python -c 'import bounce_tracker.classify': {loaded * 1000:.1f} ms")
-    print(f"import cost: +{(loaded - bare) * 1000:.1f} ms")
+    cases = [
+        ("python -c pass", "pass"),
+        ("import bounce_tracker.core.kinds", "import bounce_tracker.core.kinds"),
+        ("import bounce_tracker.classify", "import bounce_tracker.classify"),
+    ]
+    if first_message is not None:
+        code = (
+            "from bounce_tracker.classify import classify_message; "
+            f"classify_message(open({str(first_message)!r}, 'rb').read())"
+        )
+        cases.append(("... and classify one message", code))
+    print(f"{'start-up (median of ' + str(rounds) + ')':<36} {'wall ms':>9} {'cpu ms':>9}")
+    results = {}
+    for label, code in cases:
+        wall, cpu = results[label] = run(code)
+        print(f"{label:<36} {wall * 1000:>9.1f} {cpu * 1000:>9.1f}")
+    bare_wall, bare_cpu = results["python -c pass"]
+    kinds_wall, kinds_cpu = results["import bounce_tracker.core.kinds"]
+    wall, cpu = results["import bounce_tracker.classify"]
+    print(
+        f"import cost above python -c pass: +{(wall - bare_wall) * 1000:.1f} ms wall,"
+        f" +{(cpu - bare_cpu) * 1000:.1f} ms cpu"
+    )
+    print(
+        f"import cost above core.kinds: +{(wall - kinds_wall) * 1000:.1f} ms wall,"
+        f" +{(cpu - kinds_cpu) * 1000:.1f} ms cpu"
+    )
+    modules = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; before = set(sys.modules); "
+            "from bounce_tracker.classify import classify_message; "
+            "print(len(set(sys.modules) - before)); "
+            "print(' '.join(sorted(m for m in set(sys.modules) - before"
+            " if not m.startswith('bounce_tracker'))))",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
+    print(f"modules 'from bounce_tracker.classify import classify_message' loads: {modules[0]}")
+    print(f"  outside bounce_tracker: {modules[1]}")
 
 
 def main() -> None:
@@ -238,7 +300,9 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=20, help="times each message is classified per round"
     )
-    parser.add_argument("--fixtures", type=Path, default=FIXTURES, help="directory of *.eml")
+    parser.add_argument(
+        "--fixtures", type=Path, default=FIXTURES, help="directory of *.eml (searched recursively)"
+    )
     args = parser.parse_args()
 
     messages, source = _load(args.fixtures)
@@ -252,7 +316,8 @@ def main() -> None:
     print()
     _hostile(args.rounds)
     print()
-    _startup(args.rounds)
+    first = next(iter(sorted(args.fixtures.glob("*.eml"))), None)
+    _startup(max(args.rounds, 9), first)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
     print(f"\nmaximum resident set size of this process: {maxrss * scale / 1024 / 1024:,.1f} MiB")
