@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from bounce_tracker.classify.charsets import decode_bytes
 from bounce_tracker.classify.dsn import MAX_RECIPIENT_RECORDS
 from bounce_tracker.classify.limits import (
+    FIELD_BLOCKS_READ,
     MAX_DEPTH,
     MAX_HEADER_CHARS,
     MAX_HEADERS,
@@ -162,6 +163,7 @@ def _charset(message: Message) -> str | None:
 
 # Header blocks read from one field part: the per-message block and the recipients.
 _MAX_FIELD_BLOCKS = MAX_RECIPIENT_RECORDS + 10
+assert FIELD_BLOCKS_READ == _MAX_FIELD_BLOCKS  # limits cuts field parts after these
 
 
 def _rebuild_fields(payload: list[Message], depth: int = 0) -> str:
