@@ -891,7 +891,11 @@ def print_report(
             and any(entry.module == n or entry.module.startswith(n + ".") for n in NOT_FOR_THE_PIPE)
         ]
         if unwanted:
-            print("imported though the pipe doesn't use them (top level, and by what):")
+            print(
+                "imported though the pipe doesn't use them (at the top level: in a site with "
+                "django.contrib.admin, by its autodiscover() in django.setup(), for every "
+                "command; a pipe-only settings module leaves them out):"
+            )
             for entry in unwanted:
                 print(f"  {entry.module} ({entry.cumulative_us / 1000:.1f} ms)")
 
