@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +156,9 @@ class Load:
         return self.seed.verp_address(n), raw
 
 
-def schedule(rate: float, count: int, send, workers: int) -> tuple[float, list[float], int]:
+def schedule(
+    rate: float, count: int, send: Callable[[], bool], workers: int
+) -> tuple[float, list[float], int]:
     """Hand bounce i to ``send`` at start + i/rate (later when all workers are busy)."""
     latencies: list[float] = []
     failures = 0
