@@ -21,6 +21,7 @@ from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.backends.utils import CursorWrapper
+from django.db.models.signals import post_save, pre_save
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -223,9 +224,11 @@ def _write_once(
                 statement, params = sql.update(kind, now, classification)
                 cursor.execute(statement, [*params, tracker_pk])
                 event = BounceEvent(tracker_id=tracker_pk, received_at=now, **fields)
+                _save_signal(pre_save, event)
                 event.pk = sql.insert(cursor, event)
-            event._state.adding = False
-            event._state.db = connection.alias
+                event._state.adding = False
+                event._state.db = connection.alias
+                _save_signal(post_save, event, created=True)
             if tracker is not None:
                 event.tracker = tracker
             if _has_listeners(kind):
@@ -269,8 +272,10 @@ class _Statements:
         self.column = {field.name: qn(field.column) for field in meta.concrete_fields}
         table, pk = qn(meta.db_table), qn(meta.pk.column)
         suffix = " FOR UPDATE" if connection.features.has_select_for_update else ""
+        # Written as the ORM writes it (table-qualified columns), so the statement
+        # reads the same in the database's process list and slow log as before.
         self.lock = {
-            key: f"SELECT {pk} FROM {table} WHERE {column} = %s{suffix}"
+            key: f"SELECT {table}.{pk} FROM {table} WHERE {table}.{column} = %s{suffix}"
             for key, column in (("pk", pk), ("encoded_from", self.column["encoded_from"]))
         }
         self._update_head = f"UPDATE {table} SET "
@@ -343,6 +348,20 @@ class _Statements:
         if self.returning:
             return int(cursor.fetchone()[0])
         return int(connection.ops.last_insert_id(cursor, self.event_table, self.event_pk))
+
+
+def _save_signal(signal: Signal, event: BounceEvent, **extra: object) -> None:
+    """``pre_save``/``post_save`` of the event, as ``Model.save()`` sends them (inside
+    the transaction), for a site's receivers; nothing to do when there are none."""
+    if signal.has_listeners(BounceEvent):
+        signal.send(
+            sender=BounceEvent,
+            instance=event,
+            raw=False,
+            using=connection.alias,
+            update_fields=None,
+            **extra,
+        )
 
 
 _PLAIN_FIELDS = frozenset(
