@@ -62,7 +62,8 @@ def test_a_6_mb_dsn_through_postfix_lmtp_is_recorded_not_bounced():
         [line] = instance.wait_for_log(rf"postfix/lmtp\[.*{to}.*status=(sent|bounced|deferred)", 60)
         assert "status=sent" in line, line
         assert "recorded" in line, line
-        event = wait_until(lambda: BounceEvent.objects.first(), 30, "the bounce to be stored")
+        wait_until(BounceEvent.objects.exists, 30, "the bounce to be stored")
+        event = BounceEvent.objects.get()
         assert event.kind == "hard"
         assert event.raw_truncated
         tracker.refresh_from_db()

@@ -55,7 +55,7 @@ MAX_RECIPIENTS = 1000
 IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_SESSIONS = 1000
 #: Bytes all sessions may hold in DATA at once, unless told otherwise.
-DEFAULT_DATA_BUDGET = 256 * 1024 * 1024
+DEFAULT_DATA_BUDGET = 128 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_BUFFER = 64 * 1024
 #: Seconds a DATA command waits for room in the budget before its 452.
 DATA_BUDGET_WAIT = 30.0
