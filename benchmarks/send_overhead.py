@@ -557,7 +557,6 @@ def rounds_for(size: int, rounds: int) -> int:
     return max(rounds, min(MAX_ROUNDS, -(-2000 // size)))
 
 
-
 def _queries_text(counts: list[int]) -> str:
     low, high = min(counts), max(counts)
     return str(low) if low == high else f"{low}-{high}"
