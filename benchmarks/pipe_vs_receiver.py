@@ -113,8 +113,14 @@ def memory_kb(pids: Sequence[int]) -> tuple[int, int]:
 
 
 def mysqld_pids() -> list[int]:
-    result = subprocess.run(["pidof", "mariadbd", "mysqld"], capture_output=True, check=False)
-    return [int(pid) for pid in result.stdout.split()]
+    """The database server on port 3306 (other servers may come and go meanwhile)."""
+    result = subprocess.run(
+        ["ss", "-Hltnp", "sport = :3306"], capture_output=True, text=True, check=False
+    )
+    pids = {
+        int(part[4:]) for part in result.stdout.replace(",", " ").split() if part.startswith("pid=")
+    }
+    return sorted(pids)
 
 
 # --- The load ----------------------------------------------------------------------
