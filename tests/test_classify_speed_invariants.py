@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bounce_tracker.classify import convention_rules
+from bounce_tracker.classify import convention_rules, patterns
 from bounce_tracker.classify.diagnosis import normalize_text
 from bounce_tracker.classify.patterns import Alternation, LazyPattern, lazy_re, required_literals
 
@@ -135,3 +135,21 @@ def test_each_tier_answers_as_its_plain_alternation():
             expected = tier.rules[int(found.lastgroup[1:])] if found and found.lastgroup else None
             assert fresh.first(text) is expected, (tier.name, text)
             assert tier.match(text) is expected, (tier.name, text)
+
+
+def test_without_the_engine_internals_every_rule_is_searched_with_the_same_answers(monkeypatch):
+    """On a Python whose re internals differ, the prefilter is left out, not the rules."""
+    monkeypatch.setattr(patterns, "_parser", None)
+    monkeypatch.setattr(patterns, "_compiler", None)
+    texts = _texts()[:400]
+    for tier in convention_rules.TIERS:
+        fallback = Alternation([rule.pattern for rule in tier.rules], tier.rules)
+        assert fallback._always == frozenset(range(len(tier.rules)))
+        assert required_literals(tier.rules[0].pattern) is None
+        plain = re.compile(
+            "|".join(f"(?P<r{i}>{rule.pattern})" for i, rule in enumerate(tier.rules))
+        )
+        for text in texts:
+            found = plain.search(text)
+            expected = tier.rules[int(found.lastgroup[1:])] if found and found.lastgroup else None
+            assert fallback.first(text) is expected, (tier.name, text)

@@ -18,8 +18,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from re import _compiler, _parser  # type: ignore[attr-defined]
-from re import _constants as _c  # type: ignore[attr-defined]
+
+# The regular expression engine's parser and compiler (CPython 3.11+). They are
+# internals: on a Python where they differ, every pattern is searched on every text
+# and compiled from its source (the same answers, only slower).
+try:
+    from re import _compiler, _parser  # type: ignore[attr-defined]
+    from re import _constants as _c  # type: ignore[attr-defined]
+
+    _ZERO_WIDTH = frozenset({_c.AT, _c.ASSERT, _c.ASSERT_NOT})
+    _REPEATS = frozenset({_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT})
+except (ImportError, AttributeError):  # pragma: no cover - other Pythons
+    _compiler = _parser = _c = None
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:
@@ -70,8 +80,23 @@ def lazy_re(pattern: AnyStr, flags: int = 0) -> re.Pattern[AnyStr]:
     return LazyPattern(pattern, flags)  # type: ignore[return-value]
 
 
-_ZERO_WIDTH = frozenset({_c.AT, _c.ASSERT, _c.ASSERT_NOT})
-_REPEATS = frozenset({_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT})
+def _parse(pattern: str) -> Any:
+    """The parse tree of ``pattern``, or None where the parser can't be used."""
+    if _parser is None:
+        return None
+    try:
+        return _parser.parse(pattern)
+    except Exception:  # another Python's internals: do without
+        return None
+
+
+def _strings_needed(parsed: Any) -> frozenset[str] | None:
+    if parsed is None or parsed.state.flags & re.IGNORECASE:
+        return None
+    try:
+        return _needed(parsed)
+    except Exception:  # another Python's internals: do without
+        return None
 
 
 def required_literals(pattern: str) -> frozenset[str] | None:
@@ -80,10 +105,7 @@ def required_literals(pattern: str) -> frozenset[str] | None:
     Case-sensitive: for patterns compiled without ``re.IGNORECASE`` (a pattern with
     an inline ``(?i)`` gets None).
     """
-    parsed = _parser.parse(pattern)
-    if parsed.state.flags & re.IGNORECASE:
-        return None
-    return _needed(parsed)
+    return _strings_needed(_parse(pattern))
 
 
 def _needed(items: Any) -> frozenset[str] | None:
@@ -146,8 +168,8 @@ class Alternation:
         needs: dict[str, set[int]] = {}
         always: list[int] = []
         for index, pattern in enumerate(self.patterns):
-            parsed = self._parsed[index] = _parser.parse(pattern)
-            strings = None if parsed.state.flags & re.IGNORECASE else _needed(parsed)
+            parsed = self._parsed[index] = _parse(pattern)
+            strings = _strings_needed(parsed)
             if strings is None:
                 always.append(index)
             for string in strings or ():
@@ -191,10 +213,14 @@ class Alternation:
             return self._compiled[index]
         except KeyError:
             pass
-        compiled: re.Pattern[str]
+        compiled: re.Pattern[str] | None = None
+        parsed = self._parsed.pop(index, None)
         try:  # from the tree parsed already: parsing is most of the cost of compiling
-            compiled = _compiler.compile(self._parsed.pop(index))
+            if parsed is not None:
+                compiled = _compiler.compile(parsed)
         except Exception:  # another Python's internals: compile from the text
+            pass
+        if compiled is None:
             compiled = re.compile(self.patterns[index])
         self._compiled[index] = compiled
         return compiled
