@@ -193,6 +193,7 @@ def record_message(
     classification = classify_message(message.data)
     close_old_connections()  # CONN_MAX_AGE, and a connection an error left unusable
     for recipient in envelope.recipients:
+        opened = _open_connections()
         try:
             try:
                 result = receive.receive_message(
@@ -204,7 +205,7 @@ def record_message(
                     classification=classification,
                 )
             except Exception:
-                if not _drop_broken_connections():
+                if not _drop_broken_connections(opened):
                     raise
                 result = receive.receive_message(  # once more, on a new connection
                     message,
@@ -244,20 +245,41 @@ def record_message(
     return replies
 
 
-def _drop_broken_connections() -> bool:
-    """Close this thread's connections that no longer work; True when there were some.
+def _open_connections() -> dict[str, int]:
+    """This thread's open database connections: alias → identity of the driver's one."""
+    from django.db import connections
 
-    Called after a failure: a connection that still answers (the failure was a lock
-    wait timeout, say) is kept, and the failure stands.
+    return {
+        wrapper.alias: id(wrapper.connection)
+        for wrapper in connections.all(initialized_only=True)
+        if wrapper.connection is not None
+    }
+
+
+def _drop_broken_connections(opened: dict[str, int]) -> bool:
+    """After a failure: close this thread's connections that no longer work, and say
+    whether one that was open before the failure broke (then one more try is worth it).
+
+    Broken means: unusable now, or no longer the same connection — Django closes a
+    connection whose ROLLBACK fails after the failure and opens a new one when it
+    restores autocommit (PostgreSQL, after "terminating connection due to
+    administrator command"). A connection that still answers (the failure was a lock
+    wait timeout, say) is kept, and the failure stands; so does a failure to connect
+    at all.
     """
     from django.db import connections
 
     dropped = False
     for connection in connections.all(initialized_only=True):
-        if connection.connection is None:
-            continue
         if connection.in_atomic_block:
             return False  # not ours to close
+        was_open = connection.alias in opened
+        if connection.connection is None:
+            dropped = dropped or was_open
+            continue
+        if was_open and id(connection.connection) != opened[connection.alias]:
+            dropped = True
+            continue
         usable = False
         with contextlib.suppress(Exception):
             usable = connection.is_usable()
