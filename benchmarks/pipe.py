@@ -118,36 +118,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 BOUNCE_TRACKER = {"BOUNCE_DOMAIN": "%(bounce_domain)s"}
 '''
 
-FLOOR_COMMAND_SOURCE = '''\
-"""The least a Django pipe target can do: read the message, one UPDATE, exit."""
-
-import sys
-
-from django.core.management.base import BaseCommand
-from django.db.models import F
-from django.db.models.functions import Now
-
-from bounce_tracker.models import EmailAddressTracker
-
-
-class Command(BaseCommand):
-    requires_system_checks = []
-
-    def add_arguments(self, parser):
-        parser.add_argument("sender")
-        parser.add_argument("recipient")
-
-    def handle(self, *args, **options):
-        sys.stdin.buffer.read()
-        local_part = options["recipient"].rpartition("@")[0].lower()
-        # In this order, MySQL's left-to-right SET reads the old values too.
-        EmailAddressTracker.objects.filter(encoded_from=local_part).update(
-            last_bounce3=F("last_bounce2"),
-            last_bounce2=F("last_bounce"),
-            last_bounce=Now(),
-            bounce_count=F("bounce_count") + 1,
-        )
-'''
+# The floor command is the example site's benchmark command, copied into the minimal
+# project too: one source for "one UPDATE in the same site" and "in a bare project".
+FLOOR_COMMAND_FILE = (
+    REPO_ROOT / "example_project" / "benchsite" / "management" / "commands" / f"{FLOOR_COMMAND}.py"
+)
 
 # The original recipe's PHP, in Python: read stdin, connect, one UPDATE, commit.
 RECIPE_SOURCE = {
@@ -244,7 +219,7 @@ def write_project(workdir: Path) -> None:
     commands.mkdir(parents=True)
     for package in (workdir / FLOOR_APP, commands.parent, commands):
         (package / "__init__.py").write_text("")
-    (commands / f"{FLOOR_COMMAND}.py").write_text(FLOOR_COMMAND_SOURCE)
+    (commands / f"{FLOOR_COMMAND}.py").write_text(FLOOR_COMMAND_FILE.read_text())
 
 
 def write_recipe(workdir: Path, vendor: str, config: dict[str, Any], table: str) -> None:
